@@ -1,0 +1,46 @@
+// Schemas of the mcmri_fast:: C++ ops and the registration of their CPU and CUDA implementations.
+// Importing mcmri_fast._C runs these registrations.
+#include <torch/extension.h>
+#include <torch/library.h>
+
+#include "cpu/data_consistency.h"
+#ifdef MCMRI_FAST_WITH_CUDA
+#include "cuda/data_consistency_binding.h"
+#endif
+
+TORCH_LIBRARY(mcmri_fast, m) {
+  // Spectral blend of data consistency, in place on `spec` (see mcmri_fast/ops/data_consistency.py):
+  //   spec[b,c,i,j] += w[c] * m * (ph[i] * pw[j] * src[b,c',i',j'] - spec[b,c,i,j])
+  //   with i' = (i + shift_h) mod H, j' = (j + shift_w) mod W, m = mask[b', i'', j'] in {0, 1}.
+  m.def(
+      "dc_blend_(Tensor(a!) spec, Tensor src, Tensor mask, Tensor weight, Tensor phase_h, "
+      "Tensor phase_w, int shift_h, int shift_w) -> ()");
+  // Its backward: grad_spec <- (1 - w m) grad_spec in place; returns grad_src [B, C, H, W] at the
+  // source positions (empty unless need_src_grad) and per-row partial sums of the weight gradient
+  // [B, C, R] (empty unless spec is given; sum over dims 0 and 2 for the gradient per channel).
+  m.def(
+      "dc_blend_backward_(Tensor(a!) grad_spec, Tensor src, Tensor mask, Tensor weight, Tensor phase_h, "
+      "Tensor phase_w, int shift_h, int shift_w, Tensor? spec, bool need_src_grad) -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(mcmri_fast, CPU, m) {
+  m.impl("dc_blend_", &mcmri_fast::cpu::dc_blend_);
+  m.impl("dc_blend_backward_", &mcmri_fast::cpu::dc_blend_backward_);
+}
+
+#ifdef MCMRI_FAST_WITH_CUDA
+TORCH_LIBRARY_IMPL(mcmri_fast, CUDA, m) {
+  m.impl("dc_blend_", &mcmri_fast::cuda::dc_blend_);
+  m.impl("dc_blend_backward_", &mcmri_fast::cuda::dc_blend_backward_);
+}
+#endif
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("built_with_cuda", []() {
+#ifdef MCMRI_FAST_WITH_CUDA
+    return true;
+#else
+    return false;
+#endif
+  });
+}

@@ -1,0 +1,313 @@
+"""Data consistency: replace the sampled part of an image's k-space by the measured k-space.
+
+    out = Fᴴ[(1 − w·M) ⊙ F x + w·M ⊙ k0]
+
+F is the orthonormal 2-D FFT, centred (fastMRI `fft2c`, the default) or uncentred; M is the binary
+sampling mask; w is the DC weight (w = 1: hard DC; 0 < w < 1: soft DC, learnable, a scalar or one per
+channel). The reference implementation is `mcmri_fast.reference.data_consistency`.
+
+How the fused backends compute it (cpu, cuda, triton; they differ only in the blend kernel):
+
+* No fftshift copies. The centred transform is a roll of the uncentred one, and conjugating the
+  uncentred DC by that roll turns into reading k0 and M at shifted indices times a separable phase
+  exp(−2πi·k·s/N) (s = N//2) in the uncentred spectrum. So the forward pass is fft2 → one blend pass
+  that reads k0 and M through the index shift and phase → ifft2.
+* With a 1-D column mask (M depends on the column only), Fᴴ M F = F_wᴴ M F_w: the blend runs in the
+  hybrid space (image rows, k-space columns) after a 1-D FFT along W, with k0 brought to that space
+  by a 1-D inverse FFT along H. The 2-D path stays for 2-D masks.
+* Backward is the same structure: grad_x = Fᴴ[(1 − wM) F g], grad_k0 = wM F g (back at k0's
+  indices), grad_w = Re Σ conj(F g)·M·(k0 − F x); F x is recomputed only when w needs a gradient.
+"""
+import functools
+import math
+import numbers
+
+import torch
+
+from .. import reference
+from ..backends import select_backend
+
+__all__ = ["data_consistency", "dunsa_data_consistency"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Public API: validation and dispatch
+
+
+def data_consistency(
+    x: torch.Tensor,
+    k0: torch.Tensor,
+    mask: torch.Tensor,
+    weight: float | torch.Tensor = 1.0,
+    *,
+    centered: bool = True,
+) -> torch.Tensor:
+    """Data consistency out = Fᴴ[(1 − w·M) ⊙ F x + w·M ⊙ k0] (orthonormal F, centred by default).
+
+    Args:
+        x: image [B, C, H, W], complex, or real (taken as complex with zero imaginary part).
+        k0: measured k-space [B, C, H, W] or [B, 1, H, W] (shared by the channels), complex, in the
+            convention of `centered` (fastMRI's centred k-space by default).
+        mask: binary sampling mask (bool, or 0/1 numbers): [W] (1-D, selects columns), [H, W] (2-D),
+            [B, W] (1-D per sample) or [B, 1, H, W] (2-D per sample). Bool masks skip the value check
+            (which synchronises a GPU); pass bool in hot loops.
+        weight: w, a number, or a real tensor of 1 or C elements (learnable: gradients flow to it).
+        centered: F = fft2c (True, fastMRI convention) or the uncentred fft2 (False).
+
+    Returns:
+        [B, C, H, W] complex (complex128 if any input is double precision, else complex64).
+
+    Gradients flow to x, k0 and weight through fused backward kernels. With w = 1 the sampled
+    k-space is replaced (hard DC); DUN-SA's closed form is `dunsa_data_consistency`.
+    """
+    x, k0, mask, weight = _validate(x, k0, mask, weight, centered)
+    backend = _select(x.device)
+    if backend == "reference":
+        return reference.data_consistency(x, k0, mask.unsqueeze(1), weight, centered)
+    return torch.ops.mcmri_fast.data_consistency(x, k0, mask, weight, centered, backend)
+
+
+def dunsa_data_consistency(
+    u: torch.Tensor,
+    k0: torch.Tensor,
+    mask: torch.Tensor,
+    beta: float | torch.Tensor,
+    *,
+    centered: bool = True,
+) -> torch.Tensor:
+    """DUN-SA's closed-form DC step Fᴴ[(M k0 + β F u) / (M + β)] (seed 001, step 4).
+
+    Where M = 1 this is (k0 + β F u)/(1 + β) = F u + (k0 − F u)/(1 + β), where M = 0 it is F u: the
+    same op as `data_consistency` with w = 1/(1 + β). The paper's step with two priors,
+    (M k̃ + β₁ F z + β₂ F s)/(M + β₁ + β₂), is this with u = (β₁ z + β₂ s)/(β₁ + β₂), β = β₁ + β₂.
+    β: a positive number or a real tensor of 1 or C elements (learnable). Shapes as `data_consistency`.
+    """
+    if isinstance(beta, numbers.Real) and not isinstance(beta, bool):
+        if beta <= 0:
+            raise ValueError(f"beta must be positive, got {beta}")
+        weight = 1.0 / (1.0 + float(beta))
+    elif isinstance(beta, torch.Tensor):
+        weight = 1.0 / (1.0 + beta)
+    else:
+        raise TypeError(f"beta must be a number or a torch.Tensor, got {type(beta).__name__}")
+    return data_consistency(u, k0, mask, weight, centered=centered)
+
+
+@torch.compiler.assume_constant_result
+def _select(device: torch.device) -> str:
+    # Under torch.compile the choice is made once, at trace time, and baked into the graph.
+    return select_backend("data_consistency", device)
+
+
+def _is_real_or_complex(t: torch.Tensor) -> bool:
+    return t.is_floating_point() or t.is_complex()
+
+
+def _validate(x, k0, mask, weight, centered):
+    """Checks the arguments and brings them to the forms the implementations take:
+    x, k0 complex of one dtype; mask bool [Bm, Hm, W]; weight real [1] or [C]."""
+    for name, t in (("x", x), ("k0", k0), ("mask", mask)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if not isinstance(centered, bool):
+        raise TypeError(f"centered must be a bool, got {type(centered).__name__}")
+    if not _is_real_or_complex(x):
+        raise TypeError(f"x must be a complex or real floating tensor, got dtype {x.dtype}")
+    if not _is_real_or_complex(k0):
+        raise TypeError(f"k0 must be a complex (or real floating) tensor, got dtype {k0.dtype}")
+    if x.dim() != 4:
+        raise ValueError(f"x must be [B, C, H, W], got shape {tuple(x.shape)}")
+    B, C, H, W = x.shape
+    if k0.dim() != 4 or k0.shape[0] != B or k0.shape[1] not in (1, C) or k0.shape[2:] != (H, W):
+        raise ValueError(f"k0 must be [B, C, H, W] or [B, 1, H, W] = [{B}, {C} or 1, {H}, {W}], got shape {tuple(k0.shape)}")
+    for name, t in (("k0", k0), ("mask", mask)):
+        if t.device != x.device:
+            raise ValueError(f"{name} must be on x's device {x.device}, got {t.device}")
+
+    mask = _canonical_mask(mask, B, H, W)
+
+    real_dtype = torch.float64 if torch.float64 in (x.dtype, k0.dtype) or torch.complex128 in (x.dtype, k0.dtype) else torch.float32
+    complex_dtype = torch.complex128 if real_dtype == torch.float64 else torch.complex64
+    x = x.to(complex_dtype)
+    k0 = k0.to(complex_dtype)
+
+    if isinstance(weight, numbers.Real) and not isinstance(weight, bool):
+        weight = torch.full((1,), float(weight), dtype=real_dtype, device=x.device)
+    elif isinstance(weight, torch.Tensor):
+        if not weight.is_floating_point():
+            raise TypeError(f"weight must be a real floating tensor, got dtype {weight.dtype}")
+        if weight.device != x.device:
+            raise ValueError(f"weight must be on x's device {x.device}, got {weight.device}")
+        if weight.numel() not in (1, C) or sum(s != 1 for s in weight.shape) > 1:
+            raise ValueError(f"weight must hold 1 or C = {C} values (a scalar or one per channel), got shape {tuple(weight.shape)}")
+        weight = weight.to(real_dtype).reshape(-1)
+    else:
+        raise TypeError(f"weight must be a number or a torch.Tensor, got {type(weight).__name__}")
+    return x, k0, mask, weight
+
+
+def _canonical_mask(mask: torch.Tensor, B: int, H: int, W: int) -> torch.Tensor:
+    """The mask as bool [Bm, Hm, W] (Bm in {1, B}, Hm in {1, H}; Hm == 1 for column masks)."""
+    if mask.is_complex():
+        raise TypeError(f"mask must be a bool or real tensor of 0/1 values, got dtype {mask.dtype}")
+    shape = tuple(mask.shape)
+    if shape == (W,):
+        canonical = mask.reshape(1, 1, W)
+    elif shape == (H, W):
+        canonical = mask.reshape(1, H, W)
+    elif shape == (B, W):
+        canonical = mask.reshape(B, 1, W)
+    elif shape == (B, 1, H, W):
+        canonical = mask.reshape(B, H, W)
+    else:
+        raise ValueError(
+            f"mask must be [W], [H, W], [B, W] or [B, 1, H, W] with B={B}, H={H}, W={W}, got shape {shape}"
+        )
+    if mask.dtype == torch.bool:
+        return canonical
+    if not torch.compiler.is_compiling() and bool(((canonical != 0) & (canonical != 1)).any()):
+        raise ValueError("mask must be binary (only 0 and 1), got other values")
+    return canonical != 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fused implementation (custom ops, so torch.compile sees one node with a fake implementation)
+
+
+@functools.lru_cache(maxsize=128)
+def _geometry(H: int, W: int, centered: bool, column: bool, dtype: torch.dtype, device: torch.device):
+    """(phase_h [H], phase_w [W], shift_h, shift_w) of the blend kernel.
+
+    The blend reads k0 (or, on the column path, ifft_H(k0)) and the mask at row (i + shift_h) mod H
+    and column (j + shift_w) mod W, times phase_h[i]·phase_w[j]; see the module docstring.
+    """
+    def phase(n: int, s: int, index: torch.Tensor) -> torch.Tensor:
+        exponent = (index * s) % n  # integer first: exact for any size
+        return torch.polar(torch.ones(n, dtype=torch.float64), exponent.to(torch.float64) * (-2 * math.pi / n))
+
+    rows, cols = torch.arange(H), torch.arange(W)
+    if not centered:
+        phase_h, phase_w, shift_h, shift_w = torch.ones(H), torch.ones(W), 0, 0
+    else:
+        sh, sw = H // 2, W // 2
+        phase_w, shift_w = phase(W, sw, cols), sw
+        if column:
+            # centred inverse FFT along H: ifftc(k)[n] = exp(-2πi·s·n'/H)·ifft(k)[n'], n' = (n − s) mod H
+            source_rows = (rows - sh) % H
+            phase_h, shift_h = phase(H, sh, source_rows), (H - sh) % H
+        else:
+            phase_h, shift_h = phase(H, sh, rows), sh
+    return phase_h.to(device=device, dtype=dtype), phase_w.to(device=device, dtype=dtype), shift_h, shift_w
+
+
+def _blend_kernels(backend: str):
+    """(blend_forward_, blend_backward_) of a fused backend; the C++ ops serve cpu and cuda alike."""
+    if backend == "triton":
+        from ..kernels import data_consistency as triton_kernels
+
+        return triton_kernels.blend_forward_, triton_kernels.blend_backward_
+    if backend in ("cpu", "cuda"):
+        return torch.ops.mcmri_fast.dc_blend_, torch.ops.mcmri_fast.dc_blend_backward_
+    raise ValueError(f"data_consistency: {backend!r} is not a fused backend")
+
+
+def _transforms(column: bool):
+    """(F, Fᴴ) of the blend space: along W only for column masks, 2-D otherwise (orthonormal, uncentred)."""
+    if column:
+        return (functools.partial(torch.fft.fft, dim=-1, norm="ortho"), functools.partial(torch.fft.ifft, dim=-1, norm="ortho"))
+    return functools.partial(torch.fft.fft2, norm="ortho"), functools.partial(torch.fft.ifft2, norm="ortho")
+
+
+def _blend_inputs(k0, mask, weight, centered):
+    """What both blend kernels read besides the spectrum: src, mask (uint8), weight and the geometry."""
+    H, W = k0.shape[-2:]
+    column = mask.shape[1] == 1
+    src = torch.fft.ifft(k0, dim=-2, norm="ortho") if column else k0
+    src = src.contiguous()  # an FFT along H may return H-major strides
+    geometry = _geometry(H, W, centered, column, k0.dtype, k0.device)
+    return column, src, mask.contiguous().view(torch.uint8), weight.contiguous(), geometry
+
+
+@torch.library.custom_op("mcmri_fast::data_consistency", mutates_args=())
+def _data_consistency_fused(
+    x: torch.Tensor, k0: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor, centered: bool, backend: str
+) -> torch.Tensor:
+    column, src, mask_u8, weight, geometry = _blend_inputs(k0, mask, weight, centered)
+    forward, inverse = _transforms(column)
+    blend_forward_, _ = _blend_kernels(backend)
+    spec = forward(x).contiguous()
+    blend_forward_(spec, src, mask_u8, weight, *geometry)
+    return inverse(spec)
+
+
+@_data_consistency_fused.register_fake
+def _(x, k0, mask, weight, centered, backend):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("mcmri_fast::data_consistency_backward", mutates_args=())
+def _data_consistency_fused_backward(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    k0: torch.Tensor,
+    mask: torch.Tensor,
+    weight: torch.Tensor,
+    centered: bool,
+    backend: str,
+    need_k0_grad: bool,
+    need_weight_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    column, src, mask_u8, weight_c, geometry = _blend_inputs(k0, mask, weight, centered)
+    forward, inverse = _transforms(column)
+    _, blend_backward_ = _blend_kernels(backend)
+    grad_spec = forward(grad).contiguous()
+    spec = forward(x).contiguous() if need_weight_grad else None
+    grad_src, grad_weight_rows = blend_backward_(grad_spec, src, mask_u8, weight_c, *geometry, spec, need_k0_grad)
+    grad_x = inverse(grad_spec)
+
+    grad_k0 = grad_src
+    if need_k0_grad:
+        if k0.shape[1] == 1 and grad_src.shape[1] != 1:
+            grad_k0 = grad_k0.sum(dim=1, keepdim=True)
+        if column:  # src = ifft_H(k0), so grad_k0 = fft_H(grad_src)
+            grad_k0 = torch.fft.fft(grad_k0, dim=-2, norm="ortho")
+    grad_weight = grad_weight_rows
+    if need_weight_grad:
+        B, C = x.shape[:2]
+        grad_weight = grad_weight_rows.reshape(B, C, -1).sum(dim=(0, 2))
+        if weight.numel() == 1:
+            grad_weight = grad_weight.sum().reshape(weight.shape)
+    return grad_x, grad_k0, grad_weight
+
+
+@_data_consistency_fused_backward.register_fake
+def _(grad, x, k0, mask, weight, centered, backend, need_k0_grad, need_weight_grad):
+    grad_k0 = torch.empty_like(k0, memory_format=torch.contiguous_format) if need_k0_grad else k0.new_empty(0)
+    grad_weight = torch.empty_like(weight) if need_weight_grad else weight.new_empty(0)
+    return torch.empty_like(x, memory_format=torch.contiguous_format), grad_k0, grad_weight
+
+
+def _setup_context(ctx, inputs, output):
+    x, k0, mask, weight, centered, backend = inputs
+    # x is needed only for the weight gradient (it recomputes F x); save nothing else.
+    ctx.save_for_backward(x if weight.requires_grad else None, k0, mask, weight)
+    ctx.centered, ctx.backend = centered, backend
+
+
+def _backward(ctx, grad):
+    x, k0, mask, weight = ctx.saved_tensors
+    need_x, need_k0, _, need_weight = ctx.needs_input_grad[:4]
+    grad_x, grad_k0, grad_weight = torch.ops.mcmri_fast.data_consistency_backward(
+        grad, x if x is not None else grad, k0, mask, weight, ctx.centered, ctx.backend, need_k0, need_weight
+    )
+    return (
+        grad_x if need_x else None,
+        grad_k0 if need_k0 else None,
+        None,
+        grad_weight if need_weight else None,
+        None,
+        None,
+    )
+
+
+_data_consistency_fused.register_autograd(_backward, setup_context=_setup_context)

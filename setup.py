@@ -1,0 +1,60 @@
+"""Build of mcmri_fast and its native extension mcmri_fast._C.
+
+The CPU part of the extension always builds. The CUDA part builds when the installed torch has CUDA
+and nvcc is found. Environment switches:
+  MCMRI_FAST_NO_NATIVE=1   build no extension at all (the library then runs on its reference path)
+  MCMRI_FAST_NO_CUDA=1     build the CPU part only, even with a CUDA torch
+  TORCH_CUDA_ARCH_LIST     the GPU architectures to compile for (torch's own variable)
+Install with `pip install --no-build-isolation -e .` so the extension builds against the installed torch.
+"""
+import glob
+import os
+
+from setuptools import setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _flag(name):
+    return os.environ.get(name, "0").lower() not in ("", "0", "false", "no")
+
+
+def _extensions():
+    if _flag("MCMRI_FAST_NO_NATIVE"):
+        return [], {}
+    import torch
+    from torch.utils import cpp_extension
+
+    sources = ["csrc/ops.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp", root_dir=ROOT))
+    cxx_flags = ["-O3", "-fopenmp"]  # the C++ standard is torch's choice (C++20 for torch 2.13)
+    with_cuda = (
+        torch.version.cuda is not None
+        and cpp_extension.CUDA_HOME is not None
+        and not _flag("MCMRI_FAST_NO_CUDA")
+    )
+    if with_cuda:
+        sources += sorted(glob.glob("csrc/cuda/*.cpp", root_dir=ROOT))
+        sources += sorted(glob.glob("csrc/cuda/*.cu", root_dir=ROOT))
+        ext = cpp_extension.CUDAExtension(
+            "mcmri_fast._C",
+            sources,
+            define_macros=[("MCMRI_FAST_WITH_CUDA", "1")],
+            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3"]},
+            extra_link_args=["-fopenmp"],
+        )
+    else:
+        ext = cpp_extension.CppExtension(
+            "mcmri_fast._C", sources, extra_compile_args={"cxx": cxx_flags}, extra_link_args=["-fopenmp"]
+        )
+    return [ext], {"build_ext": cpp_extension.BuildExtension}
+
+
+ext_modules, cmdclass = _extensions()
+
+setup(
+    packages=["mcmri_fast", "mcmri_fast.kernels"]
+    + ["mcmri_fast." + p for p in ("reference", "ops", "data")],
+    package_dir={"mcmri_fast.kernels": "kernels"},
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
+)
