@@ -1,0 +1,88 @@
+// Torch binding of the CUDA data-consistency blend: checks, device guard, stream, outputs, dtype
+// dispatch; the kernels and their launchers are in data_consistency.cu (no torch headers there).
+#include "data_consistency_binding.h"
+
+#include <climits>
+#include <type_traits>
+
+// c10's stream and guard headers (ATen/cuda/CUDAContext.h would pull in cuBLAS / cuSPARSE headers for
+// nothing): c10::cuda::getCurrentCUDAStream is what at::cuda::getCurrentCUDAStream returns.
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "../data_consistency_args.h"
+#include "data_consistency_launch.h"
+
+namespace mcmri_fast::cuda {
+namespace {
+
+DcBlendShape shape_of(const BlendSizes& s) {
+  TORCH_CHECK(s.W <= INT_MAX / 2, "dc_blend: W = ", s.W, " is too large for the CUDA kernels");
+  return DcBlendShape{s.B, s.C, s.H, s.W, s.src_channels, s.mask_batch, s.mask_rows, s.weight_channels,
+                      s.shift_h, s.shift_w};
+}
+
+// float2 / double2: the layout of c10::complex<float / double>.
+template <typename scalar_t>
+using vec_of = std::conditional_t<std::is_same_v<scalar_t, float>, float2, double2>;
+static_assert(sizeof(c10::complex<float>) == sizeof(float2) && alignof(c10::complex<float>) >= alignof(float2));
+static_assert(sizeof(c10::complex<double>) == sizeof(double2) && alignof(c10::complex<double>) >= alignof(double2));
+
+template <typename scalar_t>
+vec_of<scalar_t>* vec_ptr(at::Tensor& t) {
+  return static_cast<vec_of<scalar_t>*>(t.data_ptr());
+}
+template <typename scalar_t>
+const vec_of<scalar_t>* vec_cptr(const at::Tensor& t) {
+  return static_cast<const vec_of<scalar_t>*>(t.const_data_ptr());
+}
+
+}  // namespace
+
+void dc_blend_(at::Tensor spec, const at::Tensor& src, const at::Tensor& mask, const at::Tensor& weight,
+               const at::Tensor& phase_h, const at::Tensor& phase_w, int64_t shift_h, int64_t shift_w) {
+  auto s = check_blend_args(spec, src, mask, weight, phase_h, phase_w, shift_h, shift_w);
+  TORCH_CHECK(spec.is_cuda(), "dc_blend: expected CUDA tensors, got ", spec.device());
+  if (spec.numel() == 0) return;
+  const DcBlendShape shape = shape_of(s);
+  c10::cuda::CUDAGuard guard(spec.device());
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(weight.scalar_type(), "dc_blend_cuda", [&] {
+    C10_CUDA_CHECK(launch_data_consistency_fwd(shape, vec_ptr<scalar_t>(spec), vec_cptr<scalar_t>(src),
+                                               mask.const_data_ptr<uint8_t>(), weight.const_data_ptr<scalar_t>(),
+                                               vec_cptr<scalar_t>(phase_h), vec_cptr<scalar_t>(phase_w), stream));
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> dc_blend_backward_(at::Tensor grad_spec, const at::Tensor& src,
+                                                      const at::Tensor& mask, const at::Tensor& weight,
+                                                      const at::Tensor& phase_h, const at::Tensor& phase_w,
+                                                      int64_t shift_h, int64_t shift_w,
+                                                      const c10::optional<at::Tensor>& spec, bool need_src_grad) {
+  auto s = check_blend_args(grad_spec, src, mask, weight, phase_h, phase_w, shift_h, shift_w);
+  check_blend_backward_spec(spec, grad_spec);
+  TORCH_CHECK(grad_spec.is_cuda(), "dc_blend_backward: expected CUDA tensors, got ", grad_spec.device());
+  c10::cuda::CUDAGuard guard(grad_spec.device());
+  auto grad_src = need_src_grad ? at::empty_like(grad_spec) : at::empty({0}, grad_spec.options());
+  auto grad_weight_rows = spec.has_value() ? at::empty({s.B, s.C, s.H}, weight.options())
+                                           : at::empty({0}, weight.options());
+  if (grad_spec.numel() == 0) {
+    // No elements (W may be 0 with rows left): the partial sums are 0, as on the CPU.
+    grad_weight_rows.zero_();
+    return {grad_src, grad_weight_rows};
+  }
+  const DcBlendShape shape = shape_of(s);
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(weight.scalar_type(), "dc_blend_backward_cuda", [&] {
+    C10_CUDA_CHECK(launch_data_consistency_bwd(
+        shape, vec_ptr<scalar_t>(grad_spec), vec_cptr<scalar_t>(src), mask.const_data_ptr<uint8_t>(),
+        weight.const_data_ptr<scalar_t>(), vec_cptr<scalar_t>(phase_h), vec_cptr<scalar_t>(phase_w),
+        spec.has_value() ? vec_cptr<scalar_t>(*spec) : nullptr,
+        need_src_grad ? vec_ptr<scalar_t>(grad_src) : nullptr,
+        spec.has_value() ? grad_weight_rows.data_ptr<scalar_t>() : nullptr, stream));
+  });
+  return {grad_src, grad_weight_rows};
+}
+
+}  // namespace mcmri_fast::cuda

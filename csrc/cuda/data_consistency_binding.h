@@ -1,0 +1,17 @@
+// CUDA implementations of the dc_blend_ ops (registered in csrc/ops.cpp under the CUDA dispatch key).
+// Same contract as the CPU ones in csrc/cpu/data_consistency.h; the kernels are in data_consistency.cu.
+#pragma once
+#include <torch/extension.h>
+
+namespace mcmri_fast::cuda {
+
+void dc_blend_(at::Tensor spec, const at::Tensor& src, const at::Tensor& mask, const at::Tensor& weight,
+               const at::Tensor& phase_h, const at::Tensor& phase_w, int64_t shift_h, int64_t shift_w);
+
+std::tuple<at::Tensor, at::Tensor> dc_blend_backward_(at::Tensor grad_spec, const at::Tensor& src,
+                                                      const at::Tensor& mask, const at::Tensor& weight,
+                                                      const at::Tensor& phase_h, const at::Tensor& phase_w,
+                                                      int64_t shift_h, int64_t shift_w,
+                                                      const c10::optional<at::Tensor>& spec, bool need_src_grad);
+
+}  // namespace mcmri_fast::cuda
