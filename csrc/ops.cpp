@@ -10,17 +10,20 @@
 
 TORCH_LIBRARY(mcmri_fast, m) {
   // Spectral blend of data consistency, in place on `spec` (see mcmri_fast/ops/data_consistency.py):
-  //   spec[b,c,i,j] += w[c] * m * (ph[i] * pw[j] * src[b,c',i',j'] - spec[b,c,i,j])
-  //   with i' = (i + shift_h) mod H, j' = (j + shift_w) mod W, m = mask[b', i'', j'] in {0, 1}.
+  //   spec[b,c,i,j] += w[c] * m * (ph[i] * pw[j] * src[b,c,i',j'] - spec[b,c,i,j]),  m = mask[b,i',j']
+  //   with i' = (i + shift_h) mod H, j' = (j + shift_w) mod W. spec [B, C, H, W] is contiguous;
+  //   src [B, C, H, W], mask uint8 [B, H, W] and weight [C] may have any strides, 0 included
+  //   (broadcasting is expressed by expand), so FFT outputs are read in the layout they come in.
   m.def(
       "dc_blend_(Tensor(a!) spec, Tensor src, Tensor mask, Tensor weight, Tensor phase_h, "
       "Tensor phase_w, int shift_h, int shift_w) -> ()");
-  // Its backward: grad_spec <- (1 - w m) grad_spec in place; returns grad_src [B, C, H, W] at the
-  // source positions (empty unless need_src_grad) and per-row partial sums of the weight gradient
-  // [B, C, R] (empty unless spec is given; sum over dims 0 and 2 for the gradient per channel).
+  // Its backward: grad_spec <- (1 - w m) grad_spec in place (contiguous). If grad_src is given
+  // ([B, C, H, W], any non-overlapping strides) every element is written: conj(ph pw) w m g at the
+  // source positions. Returns per-row partial sums of the weight gradient [B, C, R] if spec
+  // (contiguous, like grad_spec) is given, else an empty tensor; sum over dims 0 and 2 per channel.
   m.def(
       "dc_blend_backward_(Tensor(a!) grad_spec, Tensor src, Tensor mask, Tensor weight, Tensor phase_h, "
-      "Tensor phase_w, int shift_h, int shift_w, Tensor? spec, bool need_src_grad) -> (Tensor, Tensor)");
+      "Tensor phase_w, int shift_h, int shift_w, Tensor? spec, Tensor(b!)? grad_src) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(mcmri_fast, CPU, m) {

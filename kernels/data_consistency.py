@@ -1,20 +1,29 @@
 """Triton kernels of the data-consistency spectral blend, the GPU twin of the C++ ops
-torch.ops.mcmri_fast.dc_blend_ and dc_blend_backward_ (csrc/cpu/data_consistency.cpp is the spec).
+torch.ops.mcmri_fast.dc_blend_ and dc_blend_backward_ (csrc/ops.cpp and csrc/data_consistency_args.h
+are the contract; csrc/cpu/data_consistency.cpp implements it on the CPU).
 
-Shapes: spec [B, C, H, W] complex64/128; src [B, Cs, H, W] with Cs in {1, C}; mask uint8 [Bm, Hm, W]
-with Bm in {1, B}, Hm in {1, H}; weight real [Cw] with Cw in {1, C}; phase_h [H] and phase_w [W]
-complex. A size-1 dimension broadcasts (it is indexed at 0). With si = (i + shift_h) mod H,
+Shapes: spec [B, C, H, W] complex64/128, contiguous; src [B, C, H, W] of spec's dtype, any strides
+(0 included: a k0 shared over channels is expanded, an FFT output may be H-major); mask uint8
+[B, H, W], any strides (a shared mask is expanded); weight real [C], any stride (0 for one scalar
+weight); phase_h [H] and phase_w [W] contiguous, of spec's dtype. With si = (i + shift_h) mod H,
 sj = (j + shift_w) mod W, phi = phase_h[i] phase_w[j], m = mask[b, si, sj], w = weight[c]:
 
     forward (in place):  spec[b,c,i,j] <- k + w m (phi src[b,c,si,sj] - k),  k = spec[b,c,i,j]
-    backward, g = grad_spec[b,c,i,j]:
+    backward, g = grad_spec[b,c,i,j] (grad_spec contiguous):
         grad_spec[b,c,i,j] <- (1 - w m) g                                    (in place)
-        grad_src[b,c,si,sj] = conj(phi) w m g                                ([B, C, H, W], full C)
+        grad_src[b,c,si,sj] = conj(phi) w m g        (if the caller passes grad_src [B, C, H, W],
+                                                      any non-overlapping dense strides; every
+                                                      element is written, zeros where m == 0)
         grad_weight_part[b,c,t] = sum over tile t of m Re(conj(g) (phi src[b,c,si,sj] - spec[b,c,i,j]))
+                                                     (if spec, contiguous, is given; the caller sums
+                                                      dims 0 and 2; one slot per tile, no atomics)
 
 One program owns a BLOCK_H x BLOCK_W tile of one (b, c) plane. Complex tensors are passed as
-torch.view_as_real views and loaded as [BLOCK_H, BLOCK_W, 2] tiles (contiguous in memory, so the
-loads coalesce), then tl.split into real and imaginary parts.
+torch.view_as_real views and loaded as [BLOCK_H, BLOCK_W, 2] tiles, then tl.split into real and
+imaginary parts. A complex stride s is the real stride 2 s of the view (its trailing dim has stride
+1), so src, mask, weight and grad_src are addressed through the real-element strides the launchers
+pass; spec and grad_spec are contiguous (their tiles coalesce). Offsets are int64: a stride times an
+index may exceed 2**31.
 """
 import torch
 import triton
@@ -46,18 +55,28 @@ def _tile(C, H, W, shift_h, shift_w, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexp
 
 
 @triton.jit
+def _strided_offsets(b, c, si, sj, stride_b, stride_c, stride_h, stride_w):
+    """int64 offsets [BLOCK_H, BLOCK_W, 2] of the complex elements (b, c, si, sj) of a strided
+    view_as_real tensor (real-element strides; the trailing real/imaginary dim has stride 1)."""
+    base = b.to(tl.int64) * stride_b + c.to(tl.int64) * stride_c
+    rows = base + si.to(tl.int64) * stride_h
+    cols = sj.to(tl.int64) * stride_w
+    return rows[:, None, None] + cols[None, :, None] + tl.arange(0, 2)[None, None, :]
+
+
+@triton.jit
 def _tile_operands(src_ptr, mask_ptr, weight_ptr, ph_ptr, pw_ptr, bc, b, c, i, j, si, sj, H, W,
-                   src_channels, src_c_step, mask_b_step, mask_rows, mask_h_step, weight_step):
+                   src_sb, src_sc, src_sh, src_sw, mask_sb, mask_sh, mask_sw, weight_s):
     """Offsets of the spec tile and of the src tile, the mask m (False outside the tensor), w and phi."""
-    ri = tl.arange(0, 2)[None, None, :]
-    # Row offsets in int64: B*C*H*W*2 may exceed 2**31; column offsets stay small.
-    spec_offs = ((bc.to(tl.int64) * H + i) * W * 2)[:, None, None] + (j * 2)[None, :, None] + ri
-    src_plane = b.to(tl.int64) * src_channels + c * src_c_step
-    src_offs = ((src_plane * H + si) * W * 2)[:, None, None] + (sj * 2)[None, :, None] + ri
-    mask_row = b.to(tl.int64) * mask_b_step * mask_rows + si * mask_h_step
+    # spec and grad_spec are contiguous [B, C, H, W, 2]; their row offsets may exceed 2**31.
+    spec_offs = ((bc.to(tl.int64) * H + i) * W * 2)[:, None, None] + (j * 2)[None, :, None] \
+        + tl.arange(0, 2)[None, None, :]
+    src_offs = _strided_offsets(b, c, si, sj, src_sb, src_sc, src_sh, src_sw)
     in_bounds = (i < H)[:, None] & (j < W)[None, :]
-    m = tl.load(mask_ptr + (mask_row * W)[:, None] + sj[None, :], mask=in_bounds, other=0) != 0
-    w = tl.load(weight_ptr + c * weight_step)
+    mask_offs = (b.to(tl.int64) * mask_sb + si.to(tl.int64) * mask_sh)[:, None] \
+        + (sj.to(tl.int64) * mask_sw)[None, :]
+    m = tl.load(mask_ptr + mask_offs, mask=in_bounds, other=0) != 0
+    w = tl.load(weight_ptr + c.to(tl.int64) * weight_s)
     ph_re = tl.load(ph_ptr + 2 * i, mask=i < H, other=0.0)
     ph_im = tl.load(ph_ptr + 2 * i + 1, mask=i < H, other=0.0)
     pw_re = tl.load(pw_ptr + 2 * j, mask=j < W, other=0.0)
@@ -71,13 +90,13 @@ def _tile_operands(src_ptr, mask_ptr, weight_ptr, ph_ptr, pw_ptr, bc, b, c, i, j
 def _data_consistency_fwd_kernel(
     spec_ptr, src_ptr, mask_ptr, weight_ptr, ph_ptr, pw_ptr,
     C, H, W, shift_h, shift_w,
-    src_channels, src_c_step, mask_b_step, mask_rows, mask_h_step, weight_step,
+    src_sb, src_sc, src_sh, src_sw, mask_sb, mask_sh, mask_sw, weight_s,
     BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
 ):
     pid, bc, b, c, i, j, si, sj = _tile(C, H, W, shift_h, shift_w, BLOCK_H, BLOCK_W)
     spec_offs, src_offs, in_bounds, m, w, phi_re, phi_im = _tile_operands(
         src_ptr, mask_ptr, weight_ptr, ph_ptr, pw_ptr, bc, b, c, i, j, si, sj, H, W,
-        src_channels, src_c_step, mask_b_step, mask_rows, mask_h_step, weight_step)
+        src_sb, src_sc, src_sh, src_sw, mask_sb, mask_sh, mask_sw, weight_s)
     # Unsampled positions (m == 0) keep their value: they are neither read nor written.
     m3 = m[:, :, None]
     k_re, k_im = tl.split(tl.load(spec_ptr + spec_offs, mask=m3, other=0.0))
@@ -93,26 +112,27 @@ def _data_consistency_fwd_kernel(
 def _data_consistency_bwd_kernel(
     grad_ptr, src_ptr, mask_ptr, weight_ptr, ph_ptr, pw_ptr, spec_ptr, grad_src_ptr, grad_weight_ptr,
     C, H, W, shift_h, shift_w,
-    src_channels, src_c_step, mask_b_step, mask_rows, mask_h_step, weight_step,
+    src_sb, src_sc, src_sh, src_sw, mask_sb, mask_sh, mask_sw, weight_s,
+    gsrc_sb, gsrc_sc, gsrc_sh, gsrc_sw,
     HAS_SPEC: tl.constexpr, NEED_SRC_GRAD: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
 ):
     pid, bc, b, c, i, j, si, sj = _tile(C, H, W, shift_h, shift_w, BLOCK_H, BLOCK_W)
     spec_offs, src_offs, in_bounds, m, w, phi_re, phi_im = _tile_operands(
         src_ptr, mask_ptr, weight_ptr, ph_ptr, pw_ptr, bc, b, c, i, j, si, sj, H, W,
-        src_channels, src_c_step, mask_b_step, mask_rows, mask_h_step, weight_step)
+        src_sb, src_sc, src_sh, src_sw, mask_sb, mask_sh, mask_sw, weight_s)
     m3 = m[:, :, None]
     # Every output depends on g only where m == 1, so g is read there only.
     g_re, g_im = tl.split(tl.load(grad_ptr + spec_offs, mask=m3, other=0.0))
     if NEED_SRC_GRAD:
-        # grad_src is [B, C, H, W]: the tile scatters to its source rows si and columns sj, and
-        # writes zeros where m == 0 so that every element of the new tensor is written once.
+        # grad_src [B, C, H, W] (the caller's strides): the tile scatters to its source rows si and
+        # columns sj, and writes zeros where m == 0. (i, j) -> (si, sj) is a bijection of the plane,
+        # so every element of grad_src is written exactly once.
         wg_re = tl.where(m, w * g_re, 0.0)
         wg_im = tl.where(m, w * g_im, 0.0)
         gs_re = phi_re * wg_re + phi_im * wg_im
         gs_im = phi_re * wg_im - phi_im * wg_re
-        gs_rows = (bc.to(tl.int64) * H + si) * W * 2
-        gs_offs = gs_rows[:, None, None] + (sj * 2)[None, :, None] + tl.arange(0, 2)[None, None, :]
+        gs_offs = _strided_offsets(b, c, si, sj, gsrc_sb, gsrc_sc, gsrc_sh, gsrc_sw)
         tl.store(grad_src_ptr + gs_offs, tl.join(gs_re, gs_im), mask=in_bounds[:, :, None])
     if HAS_SPEC:
         k_re, k_im = tl.split(tl.load(spec_ptr + spec_offs, mask=m3, other=0.0))
@@ -130,52 +150,109 @@ def _blocks(H: int, W: int) -> tuple[int, int]:
     return block_h, block_w
 
 
-def _broadcast_args(src, mask, weight) -> tuple[int, ...]:
-    """src_channels, src_c_step, mask_b_step, mask_rows, mask_h_step, weight_step (a step of 0 broadcasts)."""
-    return (src.shape[1], int(src.shape[1] > 1), int(mask.shape[0] > 1), mask.shape[1],
-            int(mask.shape[1] > 1), int(weight.shape[0] > 1))
+def _check(condition: bool, *message) -> None:
+    if not condition:
+        raise RuntimeError("".join(str(part) for part in message))
+
+
+def _non_overlapping_and_dense(t: torch.Tensor) -> bool:
+    """True when t's elements fill exactly t.numel() consecutive slots, in whatever dimension order."""
+    if t.numel() == 0:
+        return True
+    expected = 1
+    for size, stride in sorted(((s, st) for s, st in zip(t.shape, t.stride()) if s != 1), key=lambda p: p[1]):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _check_blend_args(spec, src, mask, weight, phase_h, phase_w, shift_h, shift_w) -> None:
+    """The checks of check_blend_args (csrc/data_consistency_args.h): strides are then safe to follow."""
+    _check(spec.dim() == 4 and spec.is_contiguous(), "dc_blend: spec must be a contiguous [B, C, H, W] tensor")
+    _check(spec.dtype in (torch.complex64, torch.complex128),
+           "dc_blend: spec must be complex64 or complex128, got ", spec.dtype)
+    for t in (src, mask, weight, phase_h, phase_w):
+        _check(t.device == spec.device, "dc_blend: all tensors must be on ", spec.device, ", got ", t.device)
+    _check(src.dtype == spec.dtype and src.shape == spec.shape,
+           "dc_blend: src must be [B, C, H, W] of spec's dtype (expand a shared k0), got ", tuple(src.shape))
+    B, C, H, W = spec.shape
+    _check(mask.dtype == torch.uint8 and tuple(mask.shape) == (B, H, W),
+           "dc_blend: mask must be uint8 [B, H, W] (expand a shared mask), got ", mask.dtype, " ", tuple(mask.shape))
+    real = {torch.complex64: torch.float32, torch.complex128: torch.float64}[spec.dtype]
+    _check(weight.dtype == real and tuple(weight.shape) == (C,),
+           "dc_blend: weight must be ", real, " [C] (expand a scalar), got ", weight.dtype, " ", tuple(weight.shape))
+    _check(phase_h.dtype == spec.dtype and tuple(phase_h.shape) == (H,) and phase_h.is_contiguous(),
+           "dc_blend: phase_h must be contiguous [H] of spec's dtype")
+    _check(phase_w.dtype == spec.dtype and tuple(phase_w.shape) == (W,) and phase_w.is_contiguous(),
+           "dc_blend: phase_w must be contiguous [W] of spec's dtype")
+    _check(0 <= shift_h < max(H, 1) and 0 <= shift_w < max(W, 1), "dc_blend: shifts must lie in [0, H) and [0, W)")
+
+
+def _check_backward_args(grad_spec, spec, grad_src) -> None:
+    """The checks of check_blend_backward_args (csrc/data_consistency_args.h)."""
+    if spec is not None:
+        _check(spec.shape == grad_spec.shape and spec.dtype == grad_spec.dtype and spec.device == grad_spec.device
+               and spec.is_contiguous(), "dc_blend_backward: spec must be contiguous and match grad_spec")
+    if grad_src is not None:
+        _check(grad_src.shape == grad_spec.shape and grad_src.dtype == grad_spec.dtype
+               and grad_src.device == grad_spec.device and _non_overlapping_and_dense(grad_src),
+               "dc_blend_backward: grad_src must be a dense [B, C, H, W] tensor like grad_spec")
+
+
+def _read_args(src, mask, weight, phase_h, phase_w) -> tuple:
+    """Kernel arguments of the read-only inputs: the real views and the real-element strides of src
+    (4), mask (3) and weight (1)."""
+    src_real = torch.view_as_real(src.resolve_conj())
+    return ((src_real, mask, weight, torch.view_as_real(phase_h.resolve_conj()),
+             torch.view_as_real(phase_w.resolve_conj())),
+            (*src_real.stride()[:4], *mask.stride(), weight.stride(0)))
 
 
 def blend_forward_(spec, src, mask, weight, phase_h, phase_w, shift_h: int, shift_w: int) -> None:
     """spec <- spec + w M (phi src_shifted - spec) in place; the semantics of torch.ops.mcmri_fast.dc_blend_."""
+    _check_blend_args(spec, src, mask, weight, phase_h, phase_w, shift_h, shift_w)
     B, C, H, W = spec.shape
     if spec.numel() == 0:
         return
     block_h, block_w = _blocks(H, W)
     grid = (B * C * triton.cdiv(H, block_h) * triton.cdiv(W, block_w),)
+    pointers, strides = _read_args(src, mask, weight, phase_h, phase_w)
     _data_consistency_fwd_kernel[grid](
-        torch.view_as_real(spec), torch.view_as_real(src), mask, weight,
-        torch.view_as_real(phase_h), torch.view_as_real(phase_w),
-        C, H, W, shift_h, shift_w, *_broadcast_args(src, mask, weight),
+        torch.view_as_real(spec), *pointers,
+        C, H, W, shift_h, shift_w, *strides,
         BLOCK_H=block_h, BLOCK_W=block_w, num_warps=_NUM_WARPS,
     )
 
 
 def blend_backward_(grad_spec, src, mask, weight, phase_h, phase_w, shift_h: int, shift_w: int, spec,
-                    need_src_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                    grad_src) -> torch.Tensor:
     """Backward of blend_forward_; the semantics of torch.ops.mcmri_fast.dc_blend_backward_.
 
-    grad_spec <- (1 - w M) grad_spec in place. Returns (grad_src [B, C, H, W] or an empty tensor
-    unless need_src_grad, grad_weight partial sums [B, C, R] or an empty tensor unless spec is
-    given; sum over dims 0 and 2 for the weight gradient per channel).
+    grad_spec <- (1 - w M) grad_spec in place. If grad_src (a caller-allocated [B, C, H, W] tensor,
+    any non-overlapping dense strides) is given, every element of it is written. Returns the
+    weight-gradient partial sums [B, C, R] if spec is given, else an empty tensor; sum over dims 0
+    and 2 for the weight gradient per channel.
     """
+    _check_blend_args(grad_spec, src, mask, weight, phase_h, phase_w, shift_h, shift_w)
+    _check_backward_args(grad_spec, spec, grad_src)
     B, C, H, W = grad_spec.shape
     block_h, block_w = _blocks(H, W)
     n_tiles = triton.cdiv(H, block_h) * triton.cdiv(W, block_w)
-    grad_src = torch.empty_like(grad_spec) if need_src_grad else grad_spec.new_empty(0)
     grad_weight = weight.new_empty((B, C, n_tiles)) if spec is not None else weight.new_empty(0)
     if grad_spec.numel() == 0:
-        return grad_src, grad_weight
+        return grad_weight
     grad_real = torch.view_as_real(grad_spec)
+    pointers, strides = _read_args(src, mask, weight, phase_h, phase_w)
+    grad_src_real = torch.view_as_real(grad_src) if grad_src is not None else grad_real
     # Absent outputs and inputs get a placeholder pointer; the constexpr flags keep it untouched.
     _data_consistency_bwd_kernel[(B * C * n_tiles,)](
-        grad_real, torch.view_as_real(src), mask, weight,
-        torch.view_as_real(phase_h), torch.view_as_real(phase_w),
-        torch.view_as_real(spec) if spec is not None else grad_real,
-        torch.view_as_real(grad_src) if need_src_grad else grad_real,
+        grad_real, *pointers,
+        torch.view_as_real(spec.resolve_conj()) if spec is not None else grad_real,
+        grad_src_real,
         grad_weight if spec is not None else weight,
-        C, H, W, shift_h, shift_w, *_broadcast_args(src, mask, weight),
-        HAS_SPEC=spec is not None, NEED_SRC_GRAD=need_src_grad,
+        C, H, W, shift_h, shift_w, *strides, *grad_src_real.stride()[:4],
+        HAS_SPEC=spec is not None, NEED_SRC_GRAD=grad_src is not None,
         BLOCK_H=block_h, BLOCK_W=block_w, num_warps=_NUM_WARPS,
     )
-    return grad_src, grad_weight
+    return grad_weight

@@ -269,15 +269,22 @@ def test_bad_inputs_raise(change, error, match):
         data_consistency(args["x"], args["k0"], args["mask"], args["weight"], centered=args["centered"])
 
 
-@pytest.mark.parametrize("backend", ["cpu"])
-def test_native_op_checks_its_arguments(backend):
+def test_native_op_checks_its_arguments():
     """The C++ op refuses malformed calls instead of reading out of bounds."""
-    _require(backend, "cpu")
+    _require("cpu", "cpu")
     spec = torch.zeros(1, 1, 4, 4, dtype=torch.complex64)
-    src = torch.zeros(1, 1, 4, 4, dtype=torch.complex64)
-    mask = torch.ones(1, 1, 5, dtype=torch.uint8)  # wrong width
     phase = torch.ones(4, dtype=torch.complex64)
+    mask = torch.ones(1, 4, 4, dtype=torch.uint8)
+    blend = torch.ops.mcmri_fast.dc_blend_
     with pytest.raises(RuntimeError, match="mask must be uint8"):
-        torch.ops.mcmri_fast.dc_blend_(spec, src, mask, torch.ones(1), phase, phase, 0, 0)
+        blend(spec, spec.clone(), torch.ones(1, 4, 5, dtype=torch.uint8), torch.ones(1), phase, phase, 0, 0)
+    with pytest.raises(RuntimeError, match="src must be"):
+        blend(spec, torch.zeros(1, 1, 4, 5, dtype=torch.complex64), mask, torch.ones(1), phase, phase, 0, 0)
     with pytest.raises(RuntimeError, match="shifts must lie"):
-        torch.ops.mcmri_fast.dc_blend_(spec, src, mask[..., :4], torch.ones(1), phase, phase, 4, 0)
+        blend(spec, spec.clone(), mask, torch.ones(1), phase, phase, 4, 0)
+    with pytest.raises(RuntimeError, match="spec must be a contiguous"):
+        blend(spec.transpose(-1, -2), spec.clone(), mask, torch.ones(1), phase, phase, 0, 0)
+    with pytest.raises(RuntimeError, match="grad_src must be a dense"):
+        torch.ops.mcmri_fast.dc_blend_backward_(
+            spec, spec.clone(), mask, torch.ones(1), phase, phase, 0, 0, None, torch.zeros(1, 1, 4, 4, 2, dtype=torch.complex64)[..., 0]
+        )

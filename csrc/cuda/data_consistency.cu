@@ -1,8 +1,11 @@
 // CUDA kernels of the data-consistency spectral blend (the CPU code in csrc/cpu/data_consistency.cpp
 // is the reference). Memory-bound elementwise work over spec [B, C, H, W]:
 //   - one warp per row r = (b, c, i): a block of 32 x 8 threads handles 8 rows, grid-stride over rows;
-//   - the lanes stride over the W columns (coalesced float2 / double2 accesses of spec, src and grad;
-//     the source column sj = (j + shift_w) mod W is contiguous across a warp but for one wrap point);
+//   - the lanes stride over the W columns: coalesced float2 / double2 accesses of spec and grad (which
+//     are contiguous); src, mask, weight and grad_src are indexed through their strides (int64 offsets,
+//     0 strides for broadcast inputs), so their accesses are coalesced when their W stride is 1 (the
+//     source column sj = (j + shift_w) mod W is contiguous across a warp but for one wrap point) and
+//     strided otherwise (e.g. an H-major FFT output, stride_w = H: correct, the caller picks the layout);
 //   - the backward reduces its per-row weight-gradient partial with warp shuffles, and lane 0 writes it
 //     to grad_weight_rows[r] ([B, C, H]): a fixed order, no atomics, deterministic.
 // No torch headers here: the binding is data_consistency_binding.cpp. Nothing in it needs sm_80+.
@@ -73,13 +76,13 @@ __host__ __device__ __forceinline__ P ro_load(const P* p) {
 }
 
 // The row r = (b, c, i) of spec: offsets of its row in spec / grad, of its source row si in src,
-// mask and grad_src, and its weight.
+// mask and grad_src (through their strides), and its weight.
 template <typename T>
 struct RowOf {
-  int64_t row;       // r * W: spec, grad
-  int64_t src;       // src[b, c or 0, si, :]
-  int64_t mask;      // mask[b or 0, si or 0, :]
-  int64_t grad_src;  // grad_src[b, c, si, :]
+  int64_t row;       // r * W: spec, grad (contiguous)
+  int64_t src;       // src[b, c, si, 0]
+  int64_t mask;      // mask[b, si, 0]
+  int64_t grad_src;  // grad_src[b, c, si, 0]
   int i;
   T w;
 };
@@ -93,11 +96,11 @@ __host__ __device__ __forceinline__ RowOf<T> row_of(const DcBlendShape& s, int64
   const int64_t b = bc / s.C;
   const int64_t si = i + s.shift_h < s.H ? i + s.shift_h : i + s.shift_h - s.H;
   row.row = r * s.W;
-  row.src = ((b * s.src_channels + (s.src_channels == 1 ? 0 : c)) * s.H + si) * s.W;
-  row.mask = ((s.mask_batch == 1 ? 0 : b) * s.mask_rows + (s.mask_rows == 1 ? 0 : si)) * s.W;
-  row.grad_src = (bc * s.H + si) * s.W;
+  row.src = b * s.src_stride[0] + c * s.src_stride[1] + si * s.src_stride[2];
+  row.mask = b * s.mask_stride[0] + si * s.mask_stride[1];
+  row.grad_src = b * s.grad_src_stride[0] + c * s.grad_src_stride[1] + si * s.grad_src_stride[2];
   row.i = static_cast<int>(i);
-  row.w = ro_load(weight + (s.weight_channels == 1 ? 0 : c));
+  row.w = ro_load(weight + c * s.weight_stride);
   return row;
 }
 
@@ -116,15 +119,17 @@ __host__ __device__ __forceinline__ void fwd_row(const DcBlendShape& s, int64_t 
   V* out = spec + row.row;
   const V* src_row = src + row.src;
   const uint8_t* mask_row = mask + row.mask;
+  const int64_t src_w = s.src_stride[3];
+  const int64_t mask_w = s.mask_stride[2];
   const V phi_i = ro_load(phase_h + row.i);
   const T w = row.w;
   DC_DEVICE_UNROLL2
   for (int j = lane; j < W; j += lanes) {
     int sj = j + shift;
     if (sj >= W) sj -= W;
-    if (ro_load(mask_row + sj)) {
+    if (ro_load(mask_row + sj * mask_w)) {
       const V k = out[j];
-      const V p = cmul(cmul(phi_i, ro_load(phase_w + j)), src_row[sj]);
+      const V p = cmul(cmul(phi_i, ro_load(phase_w + j)), src_row[sj * src_w]);
       V o;
       o.x = k.x + w * (p.x - k.x);
       o.y = k.y + w * (p.y - k.y);
@@ -149,6 +154,9 @@ __host__ __device__ __forceinline__ T bwd_row(const DcBlendShape& s, int64_t r, 
   const uint8_t* mask_row = mask + row.mask;
   const V* spec_row = kWeightGrad ? spec + row.row : nullptr;
   V* gsrc_row = kSrcGrad ? grad_src + row.grad_src : nullptr;
+  const int64_t src_w = s.src_stride[3];
+  const int64_t mask_w = s.mask_stride[2];
+  const int64_t gsrc_w = s.grad_src_stride[3];
   const V phi_i = ro_load(phase_h + row.i);
   const T w = row.w;
   const T one_minus_w = T(1) - w;
@@ -157,12 +165,12 @@ __host__ __device__ __forceinline__ T bwd_row(const DcBlendShape& s, int64_t r, 
   for (int j = lane; j < W; j += lanes) {
     int sj = j + shift;
     if (sj >= W) sj -= W;
-    if (ro_load(mask_row + sj)) {
+    if (ro_load(mask_row + sj * mask_w)) {
       const V gy = g[j];
       const V phi = cmul(phi_i, ro_load(phase_w + j));
-      if (kSrcGrad) gsrc_row[sj] = conj_mul(phi, scale(w, gy));
+      if (kSrcGrad) gsrc_row[sj * gsrc_w] = conj_mul(phi, scale(w, gy));
       if (kWeightGrad) {
-        const V ps = cmul(phi, src_row[sj]);
+        const V ps = cmul(phi, src_row[sj * src_w]);
         const V k = spec_row[j];
         acc += gy.x * (ps.x - k.x) + gy.y * (ps.y - k.y);  // Re(conj(gy) (phi src - spec))
       }
@@ -171,7 +179,7 @@ __host__ __device__ __forceinline__ T bwd_row(const DcBlendShape& s, int64_t r, 
       V z;
       z.x = T(0);
       z.y = T(0);
-      gsrc_row[sj] = z;
+      gsrc_row[sj * gsrc_w] = z;
     }
   }
   return acc;

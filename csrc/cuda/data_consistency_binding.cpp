@@ -17,10 +17,24 @@
 namespace mcmri_fast::cuda {
 namespace {
 
-DcBlendShape shape_of(const BlendSizes& s) {
+// The kernels' shape: sizes and strides of check_blend_args, plus grad_src's strides when it is given.
+DcBlendShape shape_of(const BlendSizes& s, const at::Tensor* grad_src = nullptr) {
   TORCH_CHECK(s.W <= INT_MAX / 2, "dc_blend: W = ", s.W, " is too large for the CUDA kernels");
-  return DcBlendShape{s.B, s.C, s.H, s.W, s.src_channels, s.mask_batch, s.mask_rows, s.weight_channels,
-                      s.shift_h, s.shift_w};
+  DcBlendShape shape{};
+  shape.B = s.B;
+  shape.C = s.C;
+  shape.H = s.H;
+  shape.W = s.W;
+  shape.shift_h = s.shift_h;
+  shape.shift_w = s.shift_w;
+  for (int d = 0; d < 4; ++d) shape.src_stride[d] = s.src_stride[d];
+  for (int d = 0; d < 3; ++d) shape.mask_stride[d] = s.mask_stride[d];
+  shape.weight_stride = s.weight_stride;
+  if (grad_src != nullptr) {
+    const auto strides = grad_src->strides();
+    for (int d = 0; d < 4; ++d) shape.grad_src_stride[d] = strides[d];
+  }
+  return shape;
 }
 
 // float2 / double2: the layout of c10::complex<float / double>.
@@ -30,8 +44,8 @@ static_assert(sizeof(c10::complex<float>) == sizeof(float2) && alignof(c10::comp
 static_assert(sizeof(c10::complex<double>) == sizeof(double2) && alignof(c10::complex<double>) >= alignof(double2));
 
 template <typename scalar_t>
-vec_of<scalar_t>* vec_ptr(at::Tensor& t) {
-  return static_cast<vec_of<scalar_t>*>(t.data_ptr());
+vec_of<scalar_t>* vec_ptr(const at::Tensor& t) {
+  return static_cast<vec_of<scalar_t>*>(t.mutable_data_ptr());
 }
 template <typename scalar_t>
 const vec_of<scalar_t>* vec_cptr(const at::Tensor& t) {
@@ -55,34 +69,32 @@ void dc_blend_(at::Tensor spec, const at::Tensor& src, const at::Tensor& mask, c
   });
 }
 
-std::tuple<at::Tensor, at::Tensor> dc_blend_backward_(at::Tensor grad_spec, const at::Tensor& src,
-                                                      const at::Tensor& mask, const at::Tensor& weight,
-                                                      const at::Tensor& phase_h, const at::Tensor& phase_w,
-                                                      int64_t shift_h, int64_t shift_w,
-                                                      const c10::optional<at::Tensor>& spec, bool need_src_grad) {
+at::Tensor dc_blend_backward_(at::Tensor grad_spec, const at::Tensor& src, const at::Tensor& mask,
+                              const at::Tensor& weight, const at::Tensor& phase_h, const at::Tensor& phase_w,
+                              int64_t shift_h, int64_t shift_w, const c10::optional<at::Tensor>& spec,
+                              const c10::optional<at::Tensor>& grad_src) {
   auto s = check_blend_args(grad_spec, src, mask, weight, phase_h, phase_w, shift_h, shift_w);
-  check_blend_backward_spec(spec, grad_spec);
+  check_blend_backward_args(grad_spec, spec, grad_src);
   TORCH_CHECK(grad_spec.is_cuda(), "dc_blend_backward: expected CUDA tensors, got ", grad_spec.device());
   c10::cuda::CUDAGuard guard(grad_spec.device());
-  auto grad_src = need_src_grad ? at::empty_like(grad_spec) : at::empty({0}, grad_spec.options());
   auto grad_weight_rows = spec.has_value() ? at::empty({s.B, s.C, s.H}, weight.options())
                                            : at::empty({0}, weight.options());
   if (grad_spec.numel() == 0) {
-    // No elements (W may be 0 with rows left): the partial sums are 0, as on the CPU.
+    // No elements (W may be 0 with rows left): the partial sums are 0, as on the CPU; grad_src is empty.
     grad_weight_rows.zero_();
-    return {grad_src, grad_weight_rows};
+    return grad_weight_rows;
   }
-  const DcBlendShape shape = shape_of(s);
+  const at::Tensor* gsrc = grad_src.has_value() ? &*grad_src : nullptr;
+  const DcBlendShape shape = shape_of(s, gsrc);
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(weight.scalar_type(), "dc_blend_backward_cuda", [&] {
     C10_CUDA_CHECK(launch_data_consistency_bwd(
         shape, vec_ptr<scalar_t>(grad_spec), vec_cptr<scalar_t>(src), mask.const_data_ptr<uint8_t>(),
         weight.const_data_ptr<scalar_t>(), vec_cptr<scalar_t>(phase_h), vec_cptr<scalar_t>(phase_w),
-        spec.has_value() ? vec_cptr<scalar_t>(*spec) : nullptr,
-        need_src_grad ? vec_ptr<scalar_t>(grad_src) : nullptr,
+        spec.has_value() ? vec_cptr<scalar_t>(*spec) : nullptr, gsrc != nullptr ? vec_ptr<scalar_t>(*gsrc) : nullptr,
         spec.has_value() ? grad_weight_rows.data_ptr<scalar_t>() : nullptr, stream));
   });
-  return {grad_src, grad_weight_rows};
+  return grad_weight_rows;
 }
 
 }  // namespace mcmri_fast::cuda

@@ -1,0 +1,48 @@
+import subprocess
+import sys
+
+import mcmri_fast
+from mcmri_fast import _native, benchmarking, cli
+
+
+def test_info_reports_versions_and_backends():
+    result = subprocess.run(
+        [sys.executable, "-m", "mcmri_fast", "info"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert f"mcmri_fast {mcmri_fast.__version__}" in out
+    assert "torch" in out and "triton" in out
+    assert ("mcmri_fast._C loaded" if _native.native_loaded() else "mcmri_fast._C not loaded") in out
+    backends_lines = [line for line in out.splitlines() if "backends:" in line]
+    assert backends_lines, out
+    assert ", ".join(mcmri_fast.available_backends("cpu")) in backends_lines[0]
+
+
+def test_bench_small_prints_table_with_speedup(capsys):
+    assert cli.main(["bench", "--size", "small", "--min-run-time", "0.01", "--providers", "reference", "cpu"]) == 0
+    out = capsys.readouterr().out
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("# data_consistency: device:")
+    header = lines[1].split()
+    assert header[:4] == ["shape", "mask", "mode", "provider"] and "speedup" in header
+    rows = [line.split() for line in lines[3:]]
+    providers = ["reference"] + (["cpu"] if _native.native_loaded() else [])
+    cases = benchmarking.data_consistency_cases("small", providers)
+    assert [row[3] for row in rows] == [case.provider for case in cases]
+    speedup = header.index("speedup") - 1  # "median ms" is two words in the header, one cell in a row
+    for row in rows:
+        assert float(row[speedup - 1]) > 0  # median ms
+        assert row[speedup].endswith("x") and float(row[speedup][:-1]) > 0
+        if row[3] == "reference":
+            assert row[speedup] == "1.00x"
+
+
+def test_bench_rejects_unknown_provider(capsys):
+    try:
+        cli.main(["bench", "--providers", "nonsense"])
+    except SystemExit as exc:
+        assert exc.code == 2
+    else:
+        raise AssertionError("an unknown provider was accepted")
+    assert "invalid choice" in capsys.readouterr().err
