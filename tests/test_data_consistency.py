@@ -152,10 +152,13 @@ def test_stride0_gradient(backend, device):
 
 
 @pytest.mark.parametrize("backend,device", FUSED)
-def test_opcheck(backend, device):
+@pytest.mark.parametrize("form", ["W", "HW"])
+@pytest.mark.parametrize("keep_spectrum", [True, False])
+def test_opcheck(backend, device, form, keep_spectrum):
     _require(backend, device)
-    x, k0, mask, weight, _ = _inputs((2, 3, 6, 7), 1, "HW", device=device, seed=9)
-    args = (x.requires_grad_(), k0.requires_grad_(), _canonical_mask(mask, 2, 6, 7), weight.requires_grad_(), True, backend)
+    x, k0, mask, weight, _ = _inputs((2, 3, 6, 7), 1, form, device=device, seed=9)
+    mask = _canonical_mask(mask, 2, 6, 7)
+    args = (x.requires_grad_(), k0.requires_grad_(), mask, weight.requires_grad_(keep_spectrum), True, backend, keep_spectrum)
     torch.library.opcheck(torch.ops.mcmri_fast.data_consistency.default, args)
 
 

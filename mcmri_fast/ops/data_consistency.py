@@ -16,7 +16,8 @@ How the fused backends compute it (cpu, cuda, triton; they differ only in the bl
   hybrid space (image rows, k-space columns) after a 1-D FFT along W, with k0 brought to that space
   by a 1-D inverse FFT along H. The 2-D path stays for 2-D masks.
 * Backward is the same structure: grad_x = Fᴴ[(1 − wM) F g], grad_k0 = wM F g (back at k0's
-  indices), grad_w = Re Σ conj(F g)·M·(k0 − F x); F x is recomputed only when w needs a gradient.
+  indices), grad_w = Re Σ conj(F g)·M·(k0 − F x). The forward keeps what the backward reads: the
+  hybrid k0 of the column path, and F x when w needs a gradient (a copy, cheaper than a second FFT).
 """
 import functools
 import math
@@ -64,7 +65,8 @@ def data_consistency(
     backend = _select(x.device)
     if backend == "reference":
         return reference.data_consistency(x, k0, mask.unsqueeze(1), weight, centered)
-    out, _ = torch.ops.mcmri_fast.data_consistency(x, k0, mask, weight, centered, backend)
+    keep_spectrum = weight.requires_grad and torch.is_grad_enabled()
+    out, _, _ = torch.ops.mcmri_fast.data_consistency(x, k0, mask, weight, centered, backend, keep_spectrum)
     return out
 
 
@@ -230,50 +232,63 @@ def _kernel_args(x, src, mask, weight, centered):
 
 @torch.library.custom_op("mcmri_fast::data_consistency", mutates_args=())
 def _data_consistency_fused(
-    x: torch.Tensor, k0: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor, centered: bool, backend: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns (out, hybrid k0): on the column path the blend reads ifft_H(k0), which the backward
-    reuses; on the 2-D path it reads k0 itself and the second output is empty."""
+    x: torch.Tensor,
+    k0: torch.Tensor,
+    mask: torch.Tensor,
+    weight: torch.Tensor,
+    centered: bool,
+    backend: str,
+    keep_spectrum: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns (out, hybrid, spectrum), the last two for the backward:
+    hybrid: ifft_H(k0), which the blend reads on the column path (empty on the 2-D path, where it reads k0);
+    spectrum: F x before the blend, which the weight gradient needs (empty unless keep_spectrum)."""
     column = mask.shape[1] == 1
     forward, inverse = _transforms(column)
-    # ifft along H returns whatever layout the FFT library likes (H-major on CPU): the kernels take strides.
+    # The kernels take src through its strides: the FFT along H may return any layout.
     hybrid = torch.fft.ifft(k0, dim=-2, norm="ortho") if column else k0.new_empty(0)
+    src = hybrid if column else k0
     spec = forward(x).contiguous()
+    # A copy costs a fraction of the FFT that the backward would otherwise redo for it.
+    spectrum = spec.clone() if keep_spectrum else x.new_empty(0)
     blend_forward_, _ = _blend_kernels(backend)
-    blend_forward_(spec, *_kernel_args(x, hybrid if column else k0, mask, weight, centered))
-    return inverse(spec), hybrid
+    blend_forward_(spec, *_kernel_args(x, src, mask, weight, centered))
+    return inverse(spec), hybrid, spectrum
 
 
 @_data_consistency_fused.register_fake
-def _(x, k0, mask, weight, centered, backend):
+def _(x, k0, mask, weight, centered, backend, keep_spectrum):
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
-    hybrid = torch.empty_like(k0, memory_format=torch.contiguous_format) if mask.shape[1] == 1 else k0.new_empty(0)
-    return out, hybrid
+    # The FFT's own meta function gives the hybrid the strides the real transform returns.
+    hybrid = torch.fft.ifft(k0, dim=-2, norm="ortho") if mask.shape[1] == 1 else k0.new_empty(0)
+    return out, hybrid, torch.empty_like(out) if keep_spectrum else x.new_empty(0)
 
 
 @torch.library.custom_op("mcmri_fast::data_consistency_backward", mutates_args=())
 def _data_consistency_fused_backward(
     grad: torch.Tensor,
-    x: torch.Tensor,
     src: torch.Tensor,
+    spectrum: torch.Tensor,
     mask: torch.Tensor,
     weight: torch.Tensor,
     centered: bool,
     backend: str,
     need_k0_grad: bool,
-    need_weight_grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """src: what the forward blend read (k0, or ifft_H(k0) on the column path)."""
+    """src: what the forward blend read (k0, or ifft_H(k0) on the column path); spectrum: F x before
+    the blend, or empty when the weight needs no gradient. Returns (grad_x, grad_k0, grad_weight),
+    the last two empty when not needed."""
     B, C, H, W = grad.shape
     column = mask.shape[1] == 1
+    need_weight_grad = spectrum.numel() > 0
     forward, inverse = _transforms(column)
     _, blend_backward_ = _blend_kernels(backend)
     grad_spec = forward(grad).contiguous()
-    spec = forward(x).contiguous() if need_weight_grad else None
     # Row-major: an H-major grad_src (which the FFT along H would prefer) makes the kernels scatter with
     # a power-of-two stride, which thrashed the CPU caches (8.9 vs 1.2 ms at 1x32x256x256).
     grad_src = grad.new_empty((B, C, H, W)) if need_k0_grad else None
-    grad_weight_rows = blend_backward_(grad_spec, *_kernel_args(grad, src, mask, weight, centered), spec, grad_src)
+    kernel_args = _kernel_args(grad, src, mask, weight, centered)
+    grad_weight_rows = blend_backward_(grad_spec, *kernel_args, spectrum if need_weight_grad else None, grad_src)
     grad_x = inverse(grad_spec)
 
     grad_k0 = grad.new_empty(0)
@@ -290,34 +305,38 @@ def _data_consistency_fused_backward(
 
 
 @_data_consistency_fused_backward.register_fake
-def _(grad, x, src, mask, weight, centered, backend, need_k0_grad, need_weight_grad):
-    k0_shape = (grad.shape[0], src.shape[1]) + tuple(grad.shape[2:])
-    grad_k0 = grad.new_empty(k0_shape) if need_k0_grad else grad.new_empty(0)
-    grad_weight = torch.empty_like(weight) if need_weight_grad else weight.new_empty(0)
+def _(grad, src, spectrum, mask, weight, centered, backend, need_k0_grad):
+    grad_k0 = torch.empty_like(src, memory_format=torch.contiguous_format) if need_k0_grad else src.new_empty(0)
+    grad_weight = torch.empty_like(weight) if spectrum.numel() > 0 else weight.new_empty(0)
     return torch.empty_like(grad, memory_format=torch.contiguous_format), grad_k0, grad_weight
 
 
 def _setup_context(ctx, inputs, output):
-    x, k0, mask, weight, centered, backend = inputs
-    _, hybrid = output
-    column = mask.shape[1] == 1
-    ctx.mark_non_differentiable(hybrid)
-    # Backward needs what the blend read (hybrid or k0), and x only for the weight gradient.
-    ctx.save_for_backward(x if weight.requires_grad else None, hybrid if column else k0, mask, weight)
+    _, k0, mask, weight, centered, backend, _ = inputs
+    _, hybrid, spectrum = output
+    ctx.mark_non_differentiable(hybrid, spectrum)
+    ctx.set_materialize_grads(False)  # no zero-filled gradients for those two: backward ignores them
+    # Backward needs what the blend read (hybrid or k0) and, for the weight gradient, the spectrum.
+    ctx.save_for_backward(hybrid if mask.shape[1] == 1 else k0, spectrum, mask, weight)
     ctx.centered, ctx.backend = centered, backend
 
 
-def _backward(ctx, grad, _grad_hybrid):
-    x, src, mask, weight = ctx.saved_tensors
+def _backward(ctx, grad, _grad_hybrid, _grad_spectrum):
+    if grad is None:  # gradients are not materialised: nothing flows back
+        return (None,) * 7
+    src, spectrum, mask, weight = ctx.saved_tensors
     need_x, need_k0, _, need_weight = ctx.needs_input_grad[:4]
+    if need_weight and spectrum.numel() == 0:
+        raise RuntimeError("data_consistency: the weight needs a gradient but its forward kept no spectrum")
     grad_x, grad_k0, grad_weight = torch.ops.mcmri_fast.data_consistency_backward(
-        grad, x if x is not None else grad, src, mask, weight, ctx.centered, ctx.backend, need_k0, need_weight
+        grad, src, spectrum, mask, weight, ctx.centered, ctx.backend, need_k0
     )
     return (
         grad_x if need_x else None,
         grad_k0 if need_k0 else None,
         None,
         grad_weight if need_weight else None,
+        None,
         None,
         None,
     )
