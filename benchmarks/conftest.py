@@ -7,11 +7,12 @@ Run from the repository root:
     python -m pytest benchmarks --bench-device cpu -k "reference or cpu"
 
 The cases themselves are defined in `mcmri_fast.benchmarking` (shared with `python -m mcmri_fast bench`).
-pytest-benchmark keeps results per machine under .benchmarks/ (`--benchmark-autosave`,
-`--benchmark-compare`); the repository's pytest config points at tests/, so this conftest collects the
-bench_*.py files itself.
+pytest-benchmark stores runs (`--benchmark-autosave`, `--benchmark-compare`) under
+.benchmarks/<device>/ unless --benchmark-storage says otherwise. The repository's pytest config points
+at tests/, so this conftest collects the bench_*.py files itself.
 """
 import fnmatch
+import re
 
 import pytest
 import torch
@@ -41,6 +42,27 @@ def pytest_addoption(parser):
     )
 
 
+_DEFAULT_STORAGE = "file://./.benchmarks"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    # pytest-benchmark keys stored runs by machine, not by GPU: unless told otherwise, store them per
+    # device (.benchmarks/<device>/...), so --benchmark-compare compares like with like.
+    if getattr(config.option, "benchmark_storage", None) == _DEFAULT_STORAGE:
+        device = _device(config.getoption("bench_device"))
+        slug = re.sub(r"[^A-Za-z0-9]+", "_", f"{device.type}-{benchmarking.device_name(device)}").strip("_")
+        config.option.benchmark_storage = f"{_DEFAULT_STORAGE}/{slug}"
+
+
+def _device(name: str | None) -> torch.device:
+    if name is None:
+        return benchmarking.default_device()
+    if name == "cuda" and not torch.cuda.is_available():
+        raise pytest.UsageError("--bench-device cuda was given but CUDA is not available")
+    return torch.device(name)
+
+
 def pytest_collect_file(file_path, parent):
     # pytest collects bench_*.py given by path already; a directory argument needs this hook, because the
     # rootdir config (pyproject.toml) keeps the default python_files. Skip what pytest collects itself.
@@ -55,12 +77,7 @@ def pytest_collect_file(file_path, parent):
 
 @pytest.fixture(scope="session")
 def bench_device(pytestconfig) -> torch.device:
-    name = pytestconfig.getoption("bench_device")
-    if name is None:
-        return benchmarking.default_device()
-    if name == "cuda" and not torch.cuda.is_available():
-        raise pytest.UsageError("--bench-device cuda was given but CUDA is not available")
-    return torch.device(name)
+    return _device(pytestconfig.getoption("bench_device"))
 
 
 @pytest.fixture(scope="session")

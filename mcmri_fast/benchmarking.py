@@ -24,8 +24,9 @@ import itertools
 import logging
 import math
 import platform
+import statistics
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 import torch.utils.benchmark
@@ -57,7 +58,7 @@ __all__ = [
     "provider_status",
     "select",
     "throughput",
-    "time_callable",
+    "time_interleaved",
     "triton_version",
 ]
 
@@ -374,36 +375,48 @@ class Timing:
     peak_memory_bytes: int | None = None
 
 
-def time_callable(
-    run: Callable[[], None],
+def time_interleaved(
+    runs: Mapping[str, Callable[[], None]],
     device: torch.device | str,
     *,
     min_run_time: float = 0.2,
-    min_blocks: int = 3,
+    min_rounds: int = 5,
+    block_s: float = 0.01,
     measure_memory: bool = True,
-) -> Timing:
-    """Times `run` with torch.utils.benchmark.Timer.blocked_autorange (which synchronises CUDA around
-    each block) and returns the median seconds per call.
+) -> dict[str, Timing]:
+    """Times several implementations of one case together and returns each one's median per call.
 
-    Blocks of calls are timed until `min_run_time` seconds have passed, but at least `min_blocks`
-    blocks, so that a call slower than min_run_time still yields a median of several samples.
-    `run` should already be warm (see `build_data_consistency_case`).
+    Rounds go round-robin over `runs`, each timing a block of calls of every implementation (enough
+    calls to last `block_s`; CUDA synchronised around each block), until every implementation has
+    `min_run_time` seconds of timed calls and at least `min_rounds` blocks. Interleaving makes the
+    ratio of two medians robust to what a shared machine does meanwhile (a slow minute slows all
+    implementations alike), which timing them one after the other is not. `run`s should be warm.
     """
     device = torch.device(device)
-    # Timer runs at one thread unless told otherwise, which would time the CPU backends single-threaded.
-    timer = torch.utils.benchmark.Timer(stmt="run()", globals={"run": run}, num_threads=torch.get_num_threads())
-    start = time.perf_counter()
-    run()
-    _synchronize(device)
-    one_call = time.perf_counter() - start
-    measurement = timer.blocked_autorange(min_run_time=max(min_run_time, min_blocks * one_call))
-    peak = peak_memory(run, device) if measure_memory and device.type == "cuda" else None
-    return Timing(
-        median_s=measurement.median,
-        iqr_s=measurement.iqr,
-        iterations=len(measurement.times) * measurement.number_per_run,
-        peak_memory_bytes=peak,
-    )
+    calls = {}
+    for name, run in runs.items():
+        start = time.perf_counter()
+        run()
+        _synchronize(device)
+        calls[name] = max(1, int(block_s / max(time.perf_counter() - start, 1e-9)))
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    spent = dict.fromkeys(runs, 0.0)
+    while min(spent.values()) < min_run_time or min(len(v) for v in samples.values()) < min_rounds:
+        for name, run in runs.items():
+            _synchronize(device)
+            start = time.perf_counter()
+            for _ in range(calls[name]):
+                run()
+            _synchronize(device)
+            elapsed = time.perf_counter() - start
+            spent[name] += elapsed
+            samples[name].append(elapsed / calls[name])
+    timings = {}
+    for name, values in samples.items():
+        q1, median, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else (values[0],) * 3
+        peak = peak_memory(runs[name], device) if measure_memory and device.type == "cuda" else None
+        timings[name] = Timing(median_s=median, iqr_s=q3 - q1, iterations=len(values) * calls[name], peak_memory_bytes=peak)
+    return timings
 
 
 def peak_memory(run: Callable[[], None], device: torch.device | str) -> int | None:

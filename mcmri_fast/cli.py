@@ -55,9 +55,11 @@ def _parser() -> argparse.ArgumentParser:
             "Providers: reference (eager pure PyTorch), compile (torch.compile of the reference,\n"
             "compiled before timing), and the fused backends cpu, triton, cuda. The reference is\n"
             "always measured: the speedup column is its median over the provider's, both measured in\n"
-            "this run. `compile` compiles each case before timing it (on a 2-core CPU about 10 s\n"
-            "for the first case, 1-3 s for each further one). Default: paper sizes, all available\n"
-            "providers, both mask kinds and modes: on a 2-core CPU 36 cases, under a minute.\n\n"
+            "this run, interleaved: blocks of calls of each provider of a case alternate, so a\n"
+            "shared machine's slow spells hit all providers alike. `compile` compiles each case\n"
+            "before timing it (on a 2-core CPU about 10 s for the first case, 1-3 s for each further\n"
+            "one). Default: paper sizes, all available providers, both mask kinds and modes: on a\n"
+            "2-core CPU 36 cases, a minute or two.\n\n"
             "Columns: median ms per call; speedup over the reference; GB/s of the bytes the op must\n"
             "move at least; on CUDA also % of the measured device copy bandwidth and the peak memory\n"
             "one call allocates beyond its inputs (MB)."
@@ -81,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=0.2,
         metavar="S",
-        help="seconds of timed calls per case, at least 3 blocks (default: 0.2)",
+        help="seconds of timed calls per provider and case, at least 5 blocks (default: 0.2)",
     )
     bench.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice, usually the cores)"
@@ -157,22 +159,16 @@ def _bench(args, parser) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
-    if args.providers is None:
-        providers = []
-        for provider in benchmarking.PROVIDERS:
-            reason = benchmarking.provider_status(provider, device)
-            if reason is None:
-                providers.append(provider)
-            else:
-                logger.debug("skipping provider %s: %s", provider, reason)
-    else:
-        providers = []
-        for provider in dict.fromkeys(["reference", *args.providers]):
-            reason = benchmarking.provider_status(provider, device)
-            if reason is None:
-                providers.append(provider)
-            else:
-                logger.warning("skipping provider %s: %s", provider, reason)
+    # The reference is always timed: it is the baseline of the speedup column.
+    requested = benchmarking.PROVIDERS if args.providers is None else dict.fromkeys(["reference", *args.providers])
+    report_skip = logger.debug if args.providers is None else logger.warning  # warn only for what was asked
+    providers = []
+    for provider in requested:
+        reason = benchmarking.provider_status(provider, device)
+        if reason is None:
+            providers.append(provider)
+        else:
+            report_skip("skipping provider %s: %s", provider, reason)
     modes = benchmarking.select(args.modes, benchmarking.MODES, "modes")
     masks = benchmarking.select(args.masks, benchmarking.MASK_KINDS, "masks")
     cases = benchmarking.data_consistency_cases(args.size, providers, masks, modes)
@@ -185,46 +181,55 @@ def _bench(args, parser) -> int:
         len(cases),
         ", ".join(providers),
     )
+    groups: dict[str, list] = {}
+    for case in cases:
+        groups.setdefault(case.group, []).append(case)
     rows = []
     failed = 0
-    reference_median: dict[str, float] = {}
-    for case in _progress(cases):
-        try:
-            built = benchmarking.build_data_consistency_case(case, device)
-            timing = benchmarking.time_callable(built.run, device, min_run_time=args.min_run_time)
-        except Exception:  # one broken case must not discard the others' results: report it, go on
-            logger.error("case %s failed", case.id, exc_info=True)
-            failed += 1
-            rows.append((case, None, None, None))
-            continue
-        if case.provider == "compile":
-            logger.info("%s: compiled and warmed in %.1f s", case.id, built.setup_s)
-        if case.provider == "reference":
-            reference_median[case.group] = timing.median_s
-        speedup = reference_median.get(case.group)
-        speedup = None if speedup is None else speedup / timing.median_s
-        rows.append((case, timing, speedup, benchmarking.throughput(built.bytes_moved, timing.median_s, device)))
-        del built
+    for group in _progress(list(groups.values())):
+        built = {}
+        for case in group:
+            try:
+                built[case.provider] = benchmarking.build_data_consistency_case(case, device)
+            except Exception:  # one broken case must not discard the others' results: report it, go on
+                logger.error("case %s failed", case.id, exc_info=True)
+                failed += 1
+            else:
+                if case.provider == "compile":
+                    logger.info("%s: compiled and warmed in %.1f s", case.id, built["compile"].setup_s)
+        runs = {provider: b.run for provider, b in built.items()}
+        timings = benchmarking.time_interleaved(runs, device, min_run_time=args.min_run_time) if runs else {}
+        reference = timings.get("reference")
+        for case in group:
+            timing = timings.get(case.provider)
+            if timing is None:
+                rows.append((case, None, None, None))
+                continue
+            speedup = None if reference is None else reference.median_s / timing.median_s
+            throughput = benchmarking.throughput(built[case.provider].bytes_moved, timing.median_s, device)
+            rows.append((case, timing, speedup, throughput))
+        del built, runs
 
     print(_header(env, device), file=sys.stdout)
     print(_table(rows, device.type == "cuda"), file=sys.stdout)
     return 1 if failed else 0
 
 
-def _progress(cases):
+def _progress(groups):
+    """Yields the case groups, showing progress on stderr (a tqdm bar when tqdm is installed)."""
     try:
         from tqdm import tqdm
     except ImportError:  # tqdm is optional: plain progress lines instead
         tqdm = None
     if tqdm is not None and logger.isEnabledFor(logging.INFO):
-        bar = tqdm(cases, unit="case", file=sys.stderr)
-        for case in bar:
-            bar.set_postfix_str(case.id)
-            yield case
+        bar = tqdm(groups, unit="group", file=sys.stderr)
+        for group in bar:
+            bar.set_postfix_str(group[0].group)
+            yield group
         return
-    for index, case in enumerate(cases, 1):
-        logger.info("[%d/%d] %s", index, len(cases), case.id)
-        yield case
+    for index, group in enumerate(groups, 1):
+        logger.info("[%d/%d] %s", index, len(groups), group[0].group)
+        yield group
 
 
 def _header(env: dict, device: torch.device) -> str:

@@ -162,8 +162,23 @@ def test_opcheck(backend, device, form, keep_spectrum):
     torch.library.opcheck(torch.ops.mcmri_fast.data_consistency.default, args)
 
 
-@pytest.mark.parametrize("backend", ["cpu", "reference"])
-def test_torch_compile_fullgraph(backend):
+@pytest.mark.parametrize("backend,device", FUSED)
+@pytest.mark.parametrize("form", ["W", "HW"])
+@pytest.mark.parametrize("need_k0_grad", [True, False])
+def test_opcheck_backward(backend, device, form, need_k0_grad):
+    _require(backend, device)
+    x, k0, mask, weight, grad = _inputs((2, 3, 6, 7), 1, form, device=device, seed=9)
+    mask = _canonical_mask(mask, 2, 6, 7)
+    src = torch.fft.ifft(k0, dim=-2, norm="ortho") if form == "W" else k0
+    spectrum = torch.randn_like(x)
+    args = (grad, src, spectrum, mask, weight, True, backend, need_k0_grad)
+    torch.library.opcheck(torch.ops.mcmri_fast.data_consistency_backward.default, args)
+
+
+@pytest.mark.parametrize(
+    "backend,compiler", [("cpu", "inductor"), ("cpu", "aot_eager"), ("reference", "aot_eager")]
+)
+def test_torch_compile_fullgraph(backend, compiler):
     _require(backend, "cpu")
     x, k0, mask, weight, grad = _inputs((2, 3, 8, 10), 1, "W", seed=10)
     x.requires_grad_()
@@ -173,7 +188,7 @@ def test_torch_compile_fullgraph(backend):
         return data_consistency(x, k0, mask, weight)
 
     with mcmri_fast.use_backend(backend):
-        compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+        compiled = torch.compile(step, fullgraph=True, backend=compiler)
         out = compiled(x, k0, mask, weight)
         got = (out,) + torch.autograd.grad(out, (x, weight), grad)
     expected = _run("reference", x, k0, mask, weight, grad, True)

@@ -306,7 +306,11 @@ def _data_consistency_fused_backward(
 
 @_data_consistency_fused_backward.register_fake
 def _(grad, src, spectrum, mask, weight, centered, backend, need_k0_grad):
-    grad_k0 = torch.empty_like(src, memory_format=torch.contiguous_format) if need_k0_grad else src.new_empty(0)
+    grad_k0 = src.new_empty(0)
+    if need_k0_grad:
+        grad_k0 = torch.empty_like(src, memory_format=torch.contiguous_format)
+        if mask.shape[1] == 1:  # the real one comes out of an FFT along H: take its strides from the FFT's meta
+            grad_k0 = torch.fft.fft(grad_k0, dim=-2, norm="ortho")
     grad_weight = torch.empty_like(weight) if spectrum.numel() > 0 else weight.new_empty(0)
     return torch.empty_like(grad, memory_format=torch.contiguous_format), grad_k0, grad_weight
 
