@@ -49,8 +49,11 @@ inline BlendSizes check_blend_args(const at::Tensor& spec, const at::Tensor& src
   return s;
 }
 
-inline void check_blend_backward_args(const at::Tensor& grad_spec, const c10::optional<at::Tensor>& spec,
-                                      const c10::optional<at::Tensor>& grad_src) {
+// The backward's extra checks, and its output: per-row partial sums of the weight gradient
+// [B, C, H] when spec is given (the caller sums dims 0 and 2), else an empty tensor.
+inline at::Tensor prepare_blend_backward(const at::Tensor& grad_spec, const BlendSizes& s, const at::Tensor& weight,
+                                         const c10::optional<at::Tensor>& spec,
+                                         const c10::optional<at::Tensor>& grad_src) {
   if (spec.has_value()) {
     TORCH_CHECK(spec->sizes() == grad_spec.sizes() && spec->scalar_type() == grad_spec.scalar_type() &&
                     spec->device() == grad_spec.device() && spec->is_contiguous(),
@@ -61,6 +64,7 @@ inline void check_blend_backward_args(const at::Tensor& grad_spec, const c10::op
                     grad_src->device() == grad_spec.device() && grad_src->is_non_overlapping_and_dense(),
                 "dc_blend_backward: grad_src must be a dense [B, C, H, W] tensor like grad_spec");
   }
+  return spec.has_value() ? at::empty({s.B, s.C, s.H}, weight.options()) : at::empty({0}, weight.options());
 }
 
 }  // namespace mcmri_fast

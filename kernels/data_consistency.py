@@ -190,7 +190,7 @@ def _check_blend_args(spec, src, mask, weight, phase_h, phase_w, shift_h, shift_
 
 
 def _check_backward_args(grad_spec, spec, grad_src) -> None:
-    """The checks of check_blend_backward_args (csrc/data_consistency_args.h)."""
+    """The checks of prepare_blend_backward (csrc/data_consistency_args.h)."""
     if spec is not None:
         _check(spec.shape == grad_spec.shape and spec.dtype == grad_spec.dtype and spec.device == grad_spec.device
                and spec.is_contiguous(), "dc_blend_backward: spec must be contiguous and match grad_spec")

@@ -123,9 +123,7 @@ at::Tensor dc_blend_backward_(at::Tensor grad_spec, const at::Tensor& src, const
                               int64_t shift_h, int64_t shift_w, const c10::optional<at::Tensor>& spec,
                               const c10::optional<at::Tensor>& grad_src) {
   auto s = check_blend_args(grad_spec, src, mask, weight, phase_h, phase_w, shift_h, shift_w);
-  check_blend_backward_args(grad_spec, spec, grad_src);
-  auto grad_weight_rows = spec.has_value() ? at::empty({s.B, s.C, s.H}, weight.options())
-                                           : at::empty({0}, weight.options());
+  auto grad_weight_rows = prepare_blend_backward(grad_spec, s, weight, spec, grad_src);
   AT_DISPATCH_FLOATING_TYPES(weight.scalar_type(), "dc_blend_backward_cpu", [&] {
     using complex_t = c10::complex<scalar_t>;
     blend_backward<scalar_t>(s, grad_spec.data_ptr<complex_t>(), src.const_data_ptr<complex_t>(),

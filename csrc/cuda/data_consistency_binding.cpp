@@ -74,11 +74,9 @@ at::Tensor dc_blend_backward_(at::Tensor grad_spec, const at::Tensor& src, const
                               int64_t shift_h, int64_t shift_w, const c10::optional<at::Tensor>& spec,
                               const c10::optional<at::Tensor>& grad_src) {
   auto s = check_blend_args(grad_spec, src, mask, weight, phase_h, phase_w, shift_h, shift_w);
-  check_blend_backward_args(grad_spec, spec, grad_src);
   TORCH_CHECK(grad_spec.is_cuda(), "dc_blend_backward: expected CUDA tensors, got ", grad_spec.device());
   c10::cuda::CUDAGuard guard(grad_spec.device());
-  auto grad_weight_rows = spec.has_value() ? at::empty({s.B, s.C, s.H}, weight.options())
-                                           : at::empty({0}, weight.options());
+  auto grad_weight_rows = prepare_blend_backward(grad_spec, s, weight, spec, grad_src);
   if (grad_spec.numel() == 0) {
     // No elements (W may be 0 with rows left): the partial sums are 0, as on the CPU; grad_src is empty.
     grad_weight_rows.zero_();
