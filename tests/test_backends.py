@@ -42,3 +42,33 @@ def test_unknown_backend_name():
     with pytest.raises(ValueError, match="unknown backend"):
         with mcmri_fast.use_backend("fast"):
             pass
+
+
+def test_without_native_extension_the_reference_path_works():
+    """MCMRI_FAST_NO_NATIVE=1: the package imports, runs on the reference path, says so, and refuses
+    a forced native backend."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, mcmri_fast\n"
+        "from mcmri_fast.ops import data_consistency\n"
+        "assert mcmri_fast.available_backends('cpu') == ['reference']\n"
+        "from mcmri_fast.data import fft2c\n"
+        "x = torch.randn(1, 1, 6, 5, dtype=torch.complex64)\n"
+        "full = torch.ones(5, dtype=torch.bool)\n"
+        # hard DC on a fully sampled k-space returns its image
+        "torch.testing.assert_close(data_consistency(torch.zeros_like(x), fft2c(x), full), x, atol=1e-5, rtol=1e-5)\n"
+        "try:\n"
+        "    with mcmri_fast.use_backend('cpu'):\n"
+        "        data_consistency(x, x, torch.ones(5, dtype=torch.bool))\n"
+        "except mcmri_fast.BackendUnavailableError as e:\n"
+        "    assert 'MCMRI_FAST_NO_NATIVE' in str(e)\n"
+        "else:\n"
+        "    raise SystemExit('forcing cpu did not raise')\n"
+    )
+    env = dict(os.environ, MCMRI_FAST_NO_NATIVE="1")
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+    info = subprocess.run([sys.executable, "-m", "mcmri_fast", "info"], check=True, env=env, capture_output=True, text=True)
+    assert "not loaded: disabled by MCMRI_FAST_NO_NATIVE" in info.stdout
