@@ -65,9 +65,17 @@ def _strided_offsets(b, c, si, sj, stride_b, stride_c, stride_h, stride_w):
 
 
 @triton.jit
-def _tile_operands(src_ptr, mask_ptr, weight_ptr, ph_ptr, pw_ptr, bc, b, c, i, j, si, sj, H, W,
-                   src_sb, src_sc, src_sh, src_sw, mask_sb, mask_sh, mask_sw, weight_s):
-    """Offsets of the spec tile and of the src tile, the mask m (False outside the tensor), w and phi."""
+def _cmul(a_re, a_im, b_re, b_im):
+    return a_re * b_re - a_im * b_im, a_re * b_im + a_im * b_re
+
+
+@triton.jit
+def _tile_operands(src_ptr, mask_ptr, weight_ptr, ph_ptr, pw_ptr, C, H, W, shift_h, shift_w,
+                   src_sb, src_sc, src_sh, src_sw, mask_sb, mask_sh, mask_sw, weight_s,
+                   BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+    """This program's tile (see _tile), the offsets of its spec and src elements, the mask m (False
+    outside the tensor), w and phi."""
+    pid, bc, b, c, i, j, si, sj = _tile(C, H, W, shift_h, shift_w, BLOCK_H, BLOCK_W)
     # spec and grad_spec are contiguous [B, C, H, W, 2]; their row offsets may exceed 2**31.
     spec_offs = ((bc.to(tl.int64) * H + i) * W * 2)[:, None, None] + (j * 2)[None, :, None] \
         + tl.arange(0, 2)[None, None, :]
@@ -81,9 +89,8 @@ def _tile_operands(src_ptr, mask_ptr, weight_ptr, ph_ptr, pw_ptr, bc, b, c, i, j
     ph_im = tl.load(ph_ptr + 2 * i + 1, mask=i < H, other=0.0)
     pw_re = tl.load(pw_ptr + 2 * j, mask=j < W, other=0.0)
     pw_im = tl.load(pw_ptr + 2 * j + 1, mask=j < W, other=0.0)
-    phi_re = ph_re[:, None] * pw_re[None, :] - ph_im[:, None] * pw_im[None, :]
-    phi_im = ph_re[:, None] * pw_im[None, :] + ph_im[:, None] * pw_re[None, :]
-    return spec_offs, src_offs, in_bounds, m, w, phi_re, phi_im
+    phi_re, phi_im = _cmul(ph_re[:, None], ph_im[:, None], pw_re[None, :], pw_im[None, :])
+    return pid, bc, b, c, si, sj, spec_offs, src_offs, in_bounds, m, w, phi_re, phi_im
 
 
 @triton.jit
@@ -93,16 +100,14 @@ def _data_consistency_fwd_kernel(
     src_sb, src_sc, src_sh, src_sw, mask_sb, mask_sh, mask_sw, weight_s,
     BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
 ):
-    pid, bc, b, c, i, j, si, sj = _tile(C, H, W, shift_h, shift_w, BLOCK_H, BLOCK_W)
-    spec_offs, src_offs, in_bounds, m, w, phi_re, phi_im = _tile_operands(
-        src_ptr, mask_ptr, weight_ptr, ph_ptr, pw_ptr, bc, b, c, i, j, si, sj, H, W,
-        src_sb, src_sc, src_sh, src_sw, mask_sb, mask_sh, mask_sw, weight_s)
+    pid, bc, b, c, si, sj, spec_offs, src_offs, in_bounds, m, w, phi_re, phi_im = _tile_operands(
+        src_ptr, mask_ptr, weight_ptr, ph_ptr, pw_ptr, C, H, W, shift_h, shift_w,
+        src_sb, src_sc, src_sh, src_sw, mask_sb, mask_sh, mask_sw, weight_s, BLOCK_H, BLOCK_W)
     # Unsampled positions (m == 0) keep their value: they are neither read nor written.
     m3 = m[:, :, None]
     k_re, k_im = tl.split(tl.load(spec_ptr + spec_offs, mask=m3, other=0.0))
     s_re, s_im = tl.split(tl.load(src_ptr + src_offs, mask=m3, other=0.0))
-    p_re = phi_re * s_re - phi_im * s_im
-    p_im = phi_re * s_im + phi_im * s_re
+    p_re, p_im = _cmul(phi_re, phi_im, s_re, s_im)
     out_re = k_re + w * (p_re - k_re)
     out_im = k_im + w * (p_im - k_im)
     tl.store(spec_ptr + spec_offs, tl.join(out_re, out_im), mask=m3)
@@ -117,10 +122,9 @@ def _data_consistency_bwd_kernel(
     HAS_SPEC: tl.constexpr, NEED_SRC_GRAD: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
 ):
-    pid, bc, b, c, i, j, si, sj = _tile(C, H, W, shift_h, shift_w, BLOCK_H, BLOCK_W)
-    spec_offs, src_offs, in_bounds, m, w, phi_re, phi_im = _tile_operands(
-        src_ptr, mask_ptr, weight_ptr, ph_ptr, pw_ptr, bc, b, c, i, j, si, sj, H, W,
-        src_sb, src_sc, src_sh, src_sw, mask_sb, mask_sh, mask_sw, weight_s)
+    pid, bc, b, c, si, sj, spec_offs, src_offs, in_bounds, m, w, phi_re, phi_im = _tile_operands(
+        src_ptr, mask_ptr, weight_ptr, ph_ptr, pw_ptr, C, H, W, shift_h, shift_w,
+        src_sb, src_sc, src_sh, src_sw, mask_sb, mask_sh, mask_sw, weight_s, BLOCK_H, BLOCK_W)
     m3 = m[:, :, None]
     # Every output depends on g only where m == 1, so g is read there only.
     g_re, g_im = tl.split(tl.load(grad_ptr + spec_offs, mask=m3, other=0.0))
@@ -130,15 +134,15 @@ def _data_consistency_bwd_kernel(
         # so every element of grad_src is written exactly once.
         wg_re = tl.where(m, w * g_re, 0.0)
         wg_im = tl.where(m, w * g_im, 0.0)
-        gs_re = phi_re * wg_re + phi_im * wg_im
-        gs_im = phi_re * wg_im - phi_im * wg_re
+        gs_re, gs_im = _cmul(phi_re, -phi_im, wg_re, wg_im)  # conj(phi) w g
         gs_offs = _strided_offsets(b, c, si, sj, gsrc_sb, gsrc_sc, gsrc_sh, gsrc_sw)
         tl.store(grad_src_ptr + gs_offs, tl.join(gs_re, gs_im), mask=in_bounds[:, :, None])
     if HAS_SPEC:
         k_re, k_im = tl.split(tl.load(spec_ptr + spec_offs, mask=m3, other=0.0))
         s_re, s_im = tl.split(tl.load(src_ptr + src_offs, mask=m3, other=0.0))
-        d_re = phi_re * s_re - phi_im * s_im - k_re
-        d_im = phi_re * s_im + phi_im * s_re - k_im
+        p_re, p_im = _cmul(phi_re, phi_im, s_re, s_im)
+        d_re = p_re - k_re
+        d_im = p_im - k_im
         # One partial sum per tile, stored at the tile's own slot: deterministic, no atomics.
         tl.store(grad_weight_ptr + pid, tl.sum(tl.where(m, g_re * d_re + g_im * d_im, 0.0)))
     tl.store(grad_ptr + spec_offs, tl.join((1.0 - w) * g_re, (1.0 - w) * g_im), mask=m3)

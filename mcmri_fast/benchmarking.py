@@ -366,12 +366,10 @@ def _synchronize(device: torch.device) -> None:
 
 @dataclasses.dataclass
 class Timing:
-    """A measurement of one case: median and interquartile range of the per-iteration time (seconds),
-    how many iterations were timed, and on CUDA the peak memory one iteration allocates."""
+    """A measurement of one case: the median seconds per call and, on CUDA, the peak memory one call
+    allocates beyond its resident inputs."""
 
     median_s: float
-    iqr_s: float
-    iterations: int
     peak_memory_bytes: int | None = None
 
 
@@ -413,9 +411,8 @@ def time_interleaved(
             samples[name].append(elapsed / calls[name])
     timings = {}
     for name, values in samples.items():
-        q1, median, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else (values[0],) * 3
         peak = peak_memory(runs[name], device) if measure_memory and device.type == "cuda" else None
-        timings[name] = Timing(median_s=median, iqr_s=q3 - q1, iterations=len(values) * calls[name], peak_memory_bytes=peak)
+        timings[name] = Timing(median_s=statistics.median(values), peak_memory_bytes=peak)
     return timings
 
 
