@@ -25,7 +25,8 @@ def _extensions():
     import torch
     from torch.utils import cpp_extension
 
-    sources = ["csrc/ops.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp", root_dir=ROOT))
+    # csrc/*.cpp: ops.cpp (the TORCH_LIBRARY block) and one <op>_ops.cpp per later op (TORCH_LIBRARY_FRAGMENT)
+    sources = sorted(glob.glob("csrc/*.cpp", root_dir=ROOT)) + sorted(glob.glob("csrc/cpu/*.cpp", root_dir=ROOT))
     cxx_flags = ["-O3", "-fopenmp"]  # the C++ standard is torch's choice (C++20 for torch 2.13)
     with_cuda = (
         torch.version.cuda is not None
@@ -53,7 +54,7 @@ ext_modules, cmdclass = _extensions()
 
 setup(
     packages=["mcmri_fast", "mcmri_fast.kernels"]
-    + ["mcmri_fast." + p for p in ("reference", "ops", "data", "models")],
+    + ["mcmri_fast." + p for p in ("reference", "ops", "nn", "data", "models")],
     package_dir={"mcmri_fast.kernels": "kernels"},
     # the builtin dataset and its license notice
     package_data={"mcmri_fast.data": ["assets/*"]},

@@ -1,0 +1,1 @@
+"""Modules built on mcmri_fast.ops, reused by the models."""

@@ -1,0 +1,56 @@
+"""References of FSMNet's frequency-branch pointwise work (seed 002, FreBlock): polar decomposition of
+a spectrum, polar recombination, and the epilogue after the inverse FFT.
+
+The FFT itself is not part of these ops: FSMNet uses the uncentred `torch.fft.rfft2(norm="backward")`
+and `irfft2(s=(H, W))` around them (the network's own convention, not fastMRI's).
+"""
+import torch
+import torch.nn.functional as F
+
+# FSMNet's guards: +eps on both parts of the recombined spectrum, then +eps on the complex number
+# (which adds to the real part only), so the real part carries 2·eps.
+SPECTRUM_EPS = 1e-8
+# FSMNet replaces non-finite values (nan, ±inf) of a block's output by this value.
+NONFINITE_VALUE = 1e-5
+
+
+def spectrum_to_polar(spectrum: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(amplitude, phase) = (|z|, atan2(Im z, Re z)) of a complex tensor, elementwise, any shape.
+
+    Gradients follow torch.abs and torch.angle: zero at z = 0.
+    """
+    return torch.abs(spectrum), torch.angle(spectrum)
+
+
+def polar_to_spectrum(
+    amplitude: torch.Tensor,
+    phase: torch.Tensor,
+    amplitude_residual: torch.Tensor | None = None,
+    phase_residual: torch.Tensor | None = None,
+    eps: float = SPECTRUM_EPS,
+) -> torch.Tensor:
+    """z = a·cos(p) + 2·eps + i·(a·sin(p) + eps), a = amplitude (+ amplitude_residual),
+    p = phase (+ phase_residual); real tensors of one shape, complex result (FSMNet's recombination,
+    with the residuals of its amplitude and phase refinements)."""
+    a = amplitude if amplitude_residual is None else amplitude + amplitude_residual
+    p = phase if phase_residual is None else phase + phase_residual
+    real = a * torch.cos(p) + eps
+    imag = a * torch.sin(p) + eps
+    return torch.complex(real, imag) + eps
+
+
+def frequency_epilogue(
+    y: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    residual: torch.Tensor,
+    nonfinite: float = NONFINITE_VALUE,
+) -> torch.Tensor:
+    """out = nan_to_num(conv1x1(|y|; weight, bias) + residual, nan=posinf=neginf=nonfinite).
+
+    y [B, C, H, W] real (the inverse FFT's output); weight [Co, C, 1, 1] or [Co, C]; bias [Co] or None;
+    residual [B, Co, H, W]. Returns [B, Co, H, W].
+    """
+    weight = weight.reshape(weight.shape[0], -1, 1, 1)
+    out = F.conv2d(torch.abs(y), weight, bias) + residual
+    return torch.nan_to_num(out, nan=nonfinite, posinf=nonfinite, neginf=nonfinite)
