@@ -69,7 +69,7 @@ from ._files import atomic_file, atomic_write_text
 from .data.fft import ifft2c
 from .data.masks import MASK_NAMES, mask_func
 from .data.transforms import MaskSampler, center_crop
-from .models import build_model, get_model_spec
+from .models import build_model, get_model_spec, reconstruction
 
 __all__ = [
     "TrainConfig",
@@ -467,7 +467,7 @@ def iter_volumes(
                 timing["model_seconds"] = timing.get("model_seconds", 0.0) + time.perf_counter() - start
                 timing["slices"] = timing.get("slices", 0) + len(batch["file"])
             loss = float(loss_fn(output, batch)) * len(batch["file"]) if loss_fn is not None else 0.0
-            prediction = denormalized_magnitude(output, batch["scale"], batch["offset"]).cpu()
+            prediction = denormalized_magnitude(reconstruction(output), batch["scale"], batch["offset"]).cpu()
             target, zero_filled = ground_truth(batch).cpu(), zero_filled_magnitude(batch).cpu()
             reference = batch["reference"][:, 0]
             reference = (reference.abs() if reference.is_complex() else reference).float().cpu()
@@ -495,31 +495,35 @@ def iter_volumes(
 # Loss, optimiser, schedule
 
 
-def make_loss(name: str) -> Callable[[torch.Tensor, dict], torch.Tensor]:
-    """The training loss `name` ("l1", "mse", "ssim") as loss(output, batch) -> 0-d float32 tensor.
+def make_loss(loss: str | Callable[[Any, dict], torch.Tensor]) -> Callable[[Any, dict], torch.Tensor]:
+    """The training loss as loss(output, batch) -> 0-d float32 tensor: a registry entry's own callable as
+    it is, or a named loss ("l1", "mse", "ssim") of the reconstruction (`models.reconstruction(output)`).
 
     l1 / mse: mean over pixels, complex images as (real, imaginary) pairs (the 2-channel view the
     networks compute). ssim: 1 − SSIM of the magnitudes (mcmri_fast.metrics.SSIMLoss) with data_range
     = the target volume's max in normalised units, (max − offset) / scale (fastMRI trains with the
     volume max).
     """
+    if callable(loss):
+        return loss
+
     def as_real(x: torch.Tensor) -> torch.Tensor:
         return torch.view_as_real(x) if x.is_complex() else x
 
-    if name == "l1":
-        return lambda output, batch: F.l1_loss(as_real(output).float(), as_real(batch["target"]).float())
-    if name == "mse":
-        return lambda output, batch: F.mse_loss(as_real(output).float(), as_real(batch["target"]).float())
-    if name == "ssim":
+    if loss == "l1":
+        return lambda output, batch: F.l1_loss(as_real(reconstruction(output)).float(), as_real(batch["target"]).float())
+    if loss == "mse":
+        return lambda output, batch: F.mse_loss(as_real(reconstruction(output)).float(), as_real(batch["target"]).float())
+    if loss == "ssim":
         ssim_loss = metrics.SSIMLoss()
 
-        def loss(output: torch.Tensor, batch: dict) -> torch.Tensor:
+        def ssim(output: Any, batch: dict) -> torch.Tensor:
             target = batch["target"]
             data_range = ((batch["max"] - batch["offset"]) / batch["scale"]).to(device=target.device, dtype=torch.float32)
-            return ssim_loss(output.abs().float(), target.abs().float(), data_range=data_range)
+            return ssim_loss(reconstruction(output).abs().float(), target.abs().float(), data_range=data_range)
 
-        return loss
-    raise ValueError(f"loss must be 'l1', 'mse' or 'ssim', got {name!r}")
+        return ssim
+    raise ValueError(f"loss must be 'l1', 'mse', 'ssim' or a callable, got {loss!r}")
 
 
 _OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}

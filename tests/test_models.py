@@ -151,6 +151,8 @@ def test_registry_is_restored_after_an_isolated_test():
     ({"epochs": 0}, "epochs"),
     ({"batch_size": 0}, "batch_size"),
     ({"config": {"depth": 3}}, "depth"),
+    ({"demo": {"steps": 3}}, "demo takes"),
+    ({"demo": {"model_config": {"depth": 3}}}, "depth"),
 ])
 def test_model_spec_rejects_bad_fields(changes, message):
     with pytest.raises(ValueError, match=message):

@@ -10,6 +10,7 @@ import torch
 
 from mcmri_fast import cli
 from mcmri_fast.evaluate import evaluate
+from mcmri_fast.models import get_model_spec
 from mcmri_fast.train import TrainConfig, train
 
 TINY = ["--set", "chans=4", "--set", "num_pool_layers=2", "--crop", "64", "--batch-size", "2"]
@@ -100,9 +101,10 @@ def test_unet_beats_zero_filling_on_the_builtin_test_split(tmp_path):
     """The U-Net baseline with the demo's model (half width, 3 pooling levels), trained for 4 epochs of
     the builtin train split (the demo trains 8), reconstructs the held-out test split better than
     zero-filling by PSNR and by SSIM (fastMRI definitions, per volume). About a minute on one core."""
-    from mcmri_fast.demo import DEMO_BATCH, DEMO_MODEL_CONFIG
+    from mcmri_fast.demo import DEMO_BATCH
 
-    config = TrainConfig(model="unet", model_config=dict(DEMO_MODEL_CONFIG), epochs=4, batch_size=DEMO_BATCH,
+    demo_config = get_model_spec("unet").demo["model_config"]
+    config = TrainConfig(model="unet", model_config=dict(demo_config), epochs=4, batch_size=DEMO_BATCH,
                          run_dir=str(tmp_path / "run"), val_data=None, device="cpu")
     result = train(config, progress=False)
     unet = evaluate(result["last_checkpoint"], tmp_path / "eval-unet", slices_to_plot=(), progress=False)

@@ -4,7 +4,9 @@ it expects, so the training, evaluation and demo workflows handle every model th
 A model is a `torch.nn.Module` whose forward takes the batch dict of `mcmri_fast.data.datasets`
 (tensors on the model's device, batched: images [B, 1, H, W], mask [B, W] or [B, H, W], "scale" and
 "offset" [B]) and returns the reconstruction with the shape and dtype of batch["target"], in the
-normalised units of the data options in `ModelSpec.data` (image = normalised · scale + offset).
+normalised units of the data options in `ModelSpec.data` (image = normalised · scale + offset). A model
+with more outputs for its loss (FSMNet's frequency-branch image) returns a dict with the reconstruction
+under "image"; `reconstruction(output)` takes it out of either form.
 
 Adding a model: write one module under `mcmri_fast/models/` that builds its `ModelSpec`s and calls
 `register` at import. Every public module of this package (a name without a leading underscore) is
@@ -22,12 +24,13 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["ModelSpec", "UnknownModelError", "register", "get_model_spec", "model_names", "build_model"]
+__all__ = ["ModelSpec", "UnknownModelError", "register", "get_model_spec", "model_names", "build_model", "reconstruction"]
 
 LOSSES = ("l1", "mse", "ssim")
 NORMALIZATIONS = ("instance", "volume_max", None)
 OPTIMIZERS = ("adam", "adamw", "rmsprop")
 SCHEDULES = ("none", "step", "cosine")
+DEMO_KEYS = {"model_config", "epochs", "lr"}
 
 
 class UnknownModelError(ValueError):
@@ -42,7 +45,8 @@ class ModelSpec:
         name: the registry key (what `--model` takes).
         build: build(**config) -> torch.nn.Module.
         config: the paper's default constructor arguments; a run may override any of them.
-        loss: "l1", "mse" or "ssim" (1 − SSIM, `mcmri_fast.metrics.SSIMLoss`).
+        loss: "l1", "mse" or "ssim" (1 − SSIM, `mcmri_fast.metrics.SSIMLoss`) on the reconstruction, or
+            the model's own loss(output, batch) -> 0-d tensor (a paper's composite loss).
         data: the dataset options the model expects, passed to the dataset constructors:
             {"magnitude": bool, "normalization": "instance" | "volume_max" | None}.
         optimizer: the paper's optimiser, {"name": "adam" | "adamw" | "rmsprop", "lr": float, **kwargs}.
@@ -53,6 +57,8 @@ class ModelSpec:
         trainable: False for models without parameters to train (zero-filled): training is refused,
             evaluation runs without a checkpoint.
         description: one line for `mcmri info` and the CLI help.
+        demo: what `mcmri demo` changes of the training to fit its CPU budget: any of the keys
+            "model_config" (a narrower network), "epochs" and "lr" (empty: the demo's defaults).
 
     The dict fields are copied on construction, so the caller's dicts can change without touching the
     registry's defaults.
@@ -61,7 +67,7 @@ class ModelSpec:
     name: str
     build: Callable[..., torch.nn.Module]
     config: dict
-    loss: str
+    loss: str | Callable[[Any, dict], torch.Tensor]
     data: dict
     optimizer: dict
     schedule: dict
@@ -69,6 +75,7 @@ class ModelSpec:
     batch_size: int
     trainable: bool
     description: str
+    demo: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip() or self.name != self.name.strip():
@@ -76,13 +83,13 @@ class ModelSpec:
         where = f"ModelSpec {self.name!r}"
         if not callable(self.build):
             raise TypeError(f"{where}: build must be callable, got {type(self.build).__name__}")
-        for field in ("config", "data", "optimizer", "schedule"):
+        for field in ("config", "data", "optimizer", "schedule", "demo"):
             value = getattr(self, field)
             if not isinstance(value, dict):
                 raise TypeError(f"{where}: {field} must be a dict, got {type(value).__name__}")
             object.__setattr__(self, field, dict(value))  # a copy: the registry's defaults stay put
-        if self.loss not in LOSSES:
-            raise ValueError(f"{where}: loss must be one of {LOSSES}, got {self.loss!r}")
+        if not callable(self.loss) and self.loss not in LOSSES:
+            raise ValueError(f"{where}: loss must be one of {LOSSES} or a callable, got {self.loss!r}")
         _check_data(where, self.data)
         _check_optimizer(where, self.optimizer)
         _check_schedule(where, self.schedule)
@@ -92,6 +99,12 @@ class ModelSpec:
             raise ValueError(f"{where}: epochs must be an integer >= {1 if self.trainable else 0}, got {self.epochs!r}")
         if not _is_int(self.batch_size) or self.batch_size < 1:
             raise ValueError(f"{where}: batch_size must be a positive integer, got {self.batch_size!r}")
+        unknown_demo = set(self.demo) - DEMO_KEYS
+        if unknown_demo:
+            raise ValueError(f"{where}: demo takes the keys {sorted(DEMO_KEYS)}, got {sorted(unknown_demo)}")
+        unknown = _unknown_arguments(self.build, self.demo.get("model_config", {}))
+        if unknown:
+            raise ValueError(f"{where}: demo['model_config'] has keys that build does not take: {', '.join(unknown)}")
         if not isinstance(self.description, str):
             raise TypeError(f"{where}: description must be a string, got {type(self.description).__name__}")
         unknown = _unknown_arguments(self.build, self.config)
@@ -150,6 +163,15 @@ def _unknown_arguments(build: Callable, arguments: dict) -> list[str]:
         return []
     accepted = {p.name for p in parameters if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
     return sorted(set(arguments) - accepted)
+
+
+def reconstruction(output: Any) -> torch.Tensor:
+    """The reconstruction in a model's output: the output itself, or its "image" entry when it is a dict."""
+    if isinstance(output, dict):
+        if "image" not in output:
+            raise KeyError(f"a model's dict output must hold the reconstruction under 'image', got keys {sorted(output)}")
+        return output["image"]
+    return output
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

@@ -286,6 +286,9 @@ _UNET_TRAINING = dict(
     epochs=50,
     batch_size=1,
     trainable=True,
+    # The demo: half of fastMRI's width and one pooling level less (chans 8 did not beat zero-filling in
+    # 4 epochs: 22.3 dB and SSIM 0.16 against 24.9 dB and 0.63).
+    demo={"model_config": {"chans": 16, "num_pool_layers": 3}},
 )
 
 register(ModelSpec(

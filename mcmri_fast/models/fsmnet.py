@@ -1,0 +1,221 @@
+"""FSMNet (seed 002: Chen, Xing, Chen and Xiong, "Accelerated Multi-Contrast MRI Reconstruction via
+Frequency and Spatial Mutual Learning", MICCAI 2024; the authors' code qic999/FSMNet,
+networks/mynet.py + common_freq.py).
+
+The network (spec: shared/specs/models.md, FSMNet), `channels` = 64 at every scale, 3 downsamplings:
+
+* Four encoder streams: target (the zero-filled image, `main`) and reference (the fully sampled other
+  contrast, `aux`), each as a frequency stream of `FreqBlock`s and a spatial stream of `ResidualGroup`s.
+  Each stream: head (conv3×3 + PReLU), then per level a DownSample followed by a block, a second block
+  ("mo"), and at the bottom two more blocks (the neck).
+* CMS-fusions (`CMSFusion`, 10): the reference stream into the target stream after the head and after
+  each level's second block, in the frequency and in the spatial stream.
+* FS-fusions (`FSFusion`, 14): the frequency stream into the spatial stream after each block of the
+  spatial target stream (encoder levels, neck and decoder levels: 2 each).
+* Two decoders (frequency and spatial) of the target streams, with additive skips; outputs
+  `img_out = tail(spatial) + main` (the reconstruction) and `img_fre = tail_fre(frequency) + main`.
+  No data consistency.
+
+Size: 13,799,848 parameters at the paper's setting (the authors' code builds 14,053,528: the rest is a
+second attention per FS-fusion that its forward never calls, left out here), about 159 GMACs at
+240 × 240 (convolutions and matrix products; `tests/test_fsmnet.py` counts both).
+
+Fused ops: the frequency blocks run `ops.spectrum_to_polar`, `ops.polar_to_spectrum` and
+`ops.frequency_epilogue`, the FS-fusions `ops.channel_attention`, every fusion `ops.gated_fusion`. Under
+`mcmri_fast.use_backend("reference")` the same network runs on the pure-PyTorch references.
+
+Training (the paper): L1(img_out) + L1(img_fre) + 0.01·(L1 of |rfft2| + L1 of angle(rfft2)) of img_fre
+against the target; AdamW (lr 1e-4, weight decay 1e-4), batch 4, 100k iterations with the rate halved
+every 20k. The registry states that per epoch: 50 epochs, halved every 10. Data: magnitude images,
+instance-normalised (mean/std of the zero-filled input; the reference by its own), clamped to ±6.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..nn import CMSFusion, ConvPReLU, DownSample, FreqBlock, FSFusion, ResidualGroup, UpSample
+from . import ModelSpec, register
+
+__all__ = ["FSMNet", "build_fsmnet", "fsmnet_loss"]
+
+LEVELS = 3  # downsamplings: H and W must be divisible by 2**LEVELS
+FREQUENCY_LOSS_WEIGHT = 0.01
+
+
+class _Encoder(nn.Module):
+    """One encoder stream: head, LEVELS × (DownSample + block, block), neck (block, block). `block` makes a
+    FreqBlock or a ResidualGroup. The stages are kept separate: the fusions sit between them."""
+
+    def __init__(self, block, channels: int):
+        super().__init__()
+        self.head = ConvPReLU(1, channels)
+        self.down = nn.ModuleList(nn.Sequential(DownSample(channels), block()) for _ in range(LEVELS))
+        self.down_second = nn.ModuleList(block() for _ in range(LEVELS))
+        self.neck = block()
+        self.neck_second = block()
+
+    def stages(self):
+        """The (first block, second block) of each level and of the neck, in order."""
+        return list(zip(list(self.down) + [self.neck], list(self.down_second) + [self.neck_second]))
+
+
+class _Decoder(nn.Module):
+    """LEVELS × (UpSample + block, block), then the tail (conv3×3 → 1 channel + PReLU)."""
+
+    def __init__(self, block, channels: int):
+        super().__init__()
+        self.up = nn.ModuleList(nn.Sequential(UpSample(channels), block()) for _ in range(LEVELS))
+        self.up_second = nn.ModuleList(block() for _ in range(LEVELS))
+        self.tail = ConvPReLU(channels, 1)
+
+
+class FSMNet(nn.Module):
+    """FSMNet on a batch of the data pipeline (see the module docstring).
+
+    forward(batch): batch["zero_filled"] (the target's zero-filled magnitude) and batch["reference"]
+    (the reference contrast), real [B, 1, H, W], instance-normalised, H and W divisible by 8. Returns
+    {"image": img_out, "frequency_image": img_fre}, both [B, 1, H, W] of the input's dtype; "image" is
+    the reconstruction. `reconstruct(main, aux)` is the same on plain tensors and returns the pair.
+    """
+
+    def __init__(self, channels: int = 64, resblocks: int = 2, heads: int = 8):
+        super().__init__()
+        for name, value in (("channels", channels), ("resblocks", resblocks), ("heads", heads)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if channels % heads:
+            raise ValueError(f"heads ({heads}) must divide channels ({channels})")
+
+        def frequency_block():
+            return FreqBlock(channels)
+
+        def spatial_block():
+            return ResidualGroup(channels, resblocks)
+
+        self.reference_frequency = _Encoder(frequency_block, channels)
+        self.reference_spatial = _Encoder(spatial_block, channels)
+        self.target_frequency = _Encoder(frequency_block, channels)
+        self.target_spatial = _Encoder(spatial_block, channels)
+        self.frequency_decoder = _Decoder(frequency_block, channels)
+        self.spatial_decoder = _Decoder(spatial_block, channels)
+        # after the head and after each level's second block (LEVELS + 1 places), per stream kind
+        self.frequency_cms = nn.ModuleList(CMSFusion(channels) for _ in range(LEVELS + 2))
+        self.spatial_cms = nn.ModuleList(CMSFusion(channels) for _ in range(LEVELS + 2))
+        # after each block of the spatial target stream: 2 per encoder level, neck and decoder level
+        self.fs_fusion = nn.ModuleList(FSFusion(channels, heads) for _ in range(2 * (2 * LEVELS + 1)))
+
+    def forward(self, batch: dict) -> dict:
+        main, aux = batch["zero_filled"], batch["reference"]
+        for name, image in (("zero_filled", main), ("reference", aux)):
+            if not isinstance(image, torch.Tensor) or image.dim() != 4 or image.shape[1] != 1:
+                got = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+                raise ValueError(f"batch[{name!r}] must be [B, 1, H, W], got {got}")
+            if image.is_complex():
+                raise TypeError(f"FSMNet takes magnitude images (data magnitude=True), got complex batch[{name!r}]")
+        image, frequency_image = self.reconstruct(main, aux)
+        return {"image": image, "frequency_image": frequency_image}
+
+    def reconstruct(self, main: torch.Tensor, aux: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(img_out, img_fre) for main (the zero-filled target) and aux (the reference), [B, 1, H, W]."""
+        if main.shape != aux.shape:
+            raise ValueError(f"the zero-filled image {tuple(main.shape)} and the reference {tuple(aux.shape)} must have one shape")
+        height, width = main.shape[-2:]
+        if height % 2**LEVELS or width % 2**LEVELS:
+            raise ValueError(f"FSMNet needs H and W divisible by {2**LEVELS}, got {height} x {width}")
+
+        # Reference streams: the features fused into the target streams, per place.
+        reference_frequency = self._reference_features(self.reference_frequency, aux)
+        reference_spatial = self._reference_features(self.reference_spatial, aux)
+
+        # Target frequency stream, with the reference fused in; `fused` collects, in FS-fusion order,
+        # the frequency features that the spatial stream takes in.
+        encoder, decoder = self.target_frequency, self.frequency_decoder
+        x = self.frequency_cms[0](reference_frequency[0], encoder.head(main))
+        skips, fused = [x], []
+        for level, (first, second) in enumerate(encoder.stages()):
+            x = first(x)
+            fused.append(x)
+            x = second(x)
+            x_fused = self.frequency_cms[level + 1](reference_frequency[level + 1], x)
+            # The authors' code hands the first level's CMS-fused output to its FS-fusion and the
+            # unfused one at the other levels; the neck's second place takes the decoder's input.
+            fused.append(x_fused if level == 0 else x)
+            skips.append(x_fused)
+            x = x_fused
+        x = x + skips[LEVELS]
+        fused[-1] = x
+        for level in range(LEVELS):
+            x = decoder.up[level](x)
+            fused.append(x)
+            x = decoder.up_second[level](x) + skips[LEVELS - 1 - level]
+            fused.append(x)
+        frequency_image = decoder.tail(x) + main
+
+        # Target spatial stream: each block's output is fused with the frequency feature of its place
+        # (spatial first), each level's with the reference; the decoder's skips are the encoder's
+        # second-block outputs before their fusion, and the head's output.
+        encoder, decoder, fs = self.target_spatial, self.spatial_decoder, iter(zip(self.fs_fusion, fused))
+
+        def fuse(x: torch.Tensor) -> torch.Tensor:
+            fusion, frequency = next(fs)
+            return fusion(x, frequency)
+
+        head = encoder.head(main)
+        x = self.spatial_cms[0](reference_spatial[0], head)
+        skips = [head]
+        for level, (first, second) in enumerate(encoder.stages()):
+            x = second(fuse(first(x)))
+            if level == LEVELS:  # the neck: its skip is added before the fusion
+                x = x + skips[LEVELS]
+            else:
+                skips.append(x)
+            x = self.spatial_cms[level + 1](reference_spatial[level + 1], fuse(x))
+        for level in range(LEVELS):
+            x = decoder.up_second[level](fuse(decoder.up[level](x))) + skips[LEVELS - 1 - level]
+            x = fuse(x)
+        image = decoder.tail(x) + main
+        return image, frequency_image
+
+    @staticmethod
+    def _reference_features(encoder: _Encoder, aux: torch.Tensor) -> list[torch.Tensor]:
+        """The reference stream's head output and each level's (and the neck's) second-block output."""
+        x = encoder.head(aux)
+        features = [x]
+        for first, second in encoder.stages():
+            x = second(first(x))
+            features.append(x)
+        return features
+
+
+def fsmnet_loss(output: dict, batch: dict) -> torch.Tensor:
+    """The paper's loss: L1(img_out) + L1(img_fre) + 0.01·(L1 of |rfft2| + L1 of angle(rfft2)) of img_fre,
+    all against batch["target"] (0-d float32)."""
+    target = batch["target"].float()
+    image, frequency_image = output["image"].float(), output["frequency_image"].float()
+    spectrum, target_spectrum = torch.fft.rfft2(frequency_image), torch.fft.rfft2(target)
+    frequency_term = F.l1_loss(spectrum.abs(), target_spectrum.abs()) + F.l1_loss(spectrum.angle(), target_spectrum.angle())
+    return F.l1_loss(image, target) + F.l1_loss(frequency_image, target) + FREQUENCY_LOSS_WEIGHT * frequency_term
+
+
+def build_fsmnet(channels: int = 64, resblocks: int = 2, heads: int = 8) -> FSMNet:
+    """The "fsmnet" model (the paper's setting by default)."""
+    return FSMNet(channels, resblocks, heads)
+
+
+register(
+    ModelSpec(
+        name="fsmnet",
+        build=build_fsmnet,
+        config={"channels": 64, "resblocks": 2, "heads": 8},
+        loss=fsmnet_loss,
+        data={"magnitude": True, "normalization": "instance"},
+        optimizer={"name": "adamw", "lr": 1e-4, "weight_decay": 1e-4},
+        schedule={"name": "step", "step_size": 10, "gamma": 0.5},
+        epochs=50,
+        batch_size=4,
+        trainable=True,
+        description="FSMNet (seed 002): frequency and spatial streams of target and reference, fused by gates and channel attention",
+    )
+)

@@ -1,0 +1,36 @@
+"""Channel ("transposed") attention module, Restormer-style, on the fused `ops.channel_attention`."""
+import torch
+from torch import nn
+
+from .. import ops
+
+__all__ = ["ChannelAttention"]
+
+
+class ChannelAttention(nn.Module):
+    """Multi-head channel attention of queries from x and keys/values from `context` (x itself when
+    None: self-attention).
+
+    Q = dwconv3×3(conv1×1(x)); K, V = chunk(dwconv3×3(conv1×1(context, 2C))); per head, Q and K are
+    L2-normalised over pixels, A = softmax(Q Kᵀ · temperature) (a (C/heads)² matrix, temperature
+    learnable per head, init 1), out = conv1×1(A V). Convolutions without bias (FSMNet's setting).
+    x, context [B, C, H, W] → [B, C, H, W].
+    """
+
+    def __init__(self, channels: int, heads: int = 8, bias: bool = False):
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"heads ({heads}) must divide channels ({channels})")
+        self.heads = heads
+        self.temperature = nn.Parameter(torch.ones(heads))
+        self.query = nn.Conv2d(channels, channels, 1, bias=bias)
+        self.query_dw = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=bias)
+        self.key_value = nn.Conv2d(channels, 2 * channels, 1, bias=bias)
+        self.key_value_dw = nn.Conv2d(2 * channels, 2 * channels, 3, padding=1, groups=2 * channels, bias=bias)
+        self.project_out = nn.Conv2d(channels, channels, 1, bias=bias)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        context = x if context is None else context
+        q = self.query_dw(self.query(x))
+        k, v = self.key_value_dw(self.key_value(context)).chunk(2, dim=1)
+        return self.project_out(ops.channel_attention(q, k, v, self.temperature, self.heads))

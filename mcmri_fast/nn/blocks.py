@@ -1,0 +1,57 @@
+"""Convolutional blocks of FSMNet's streams (seed 002): residual groups, down- and up-sampling."""
+import torch
+from torch import nn
+
+__all__ = ["ConvPReLU", "DownSample", "ResBlock", "ResidualGroup", "UpSample"]
+
+
+class ConvPReLU(nn.Sequential):
+    """conv3×3 without bias, then PReLU (one shared slope): FSMNet's heads, tails and group ends."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.PReLU())
+
+
+class ResBlock(nn.Module):
+    """relu(conv3×3(relu(conv3×3(x))) + x), convolutions without bias."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # In place on the convolutions' fresh outputs (their backward does not read them): two full-size
+        # temporaries fewer per block.
+        return torch.relu_(self.conv2(torch.relu_(self.conv1(x))).add_(x))
+
+
+class ResidualGroup(nn.Module):
+    """FSMNet's spatial block: body(x) + s·x, body = `resblocks` ResBlocks then conv3×3 + PReLU, s a
+    learnable scalar (init 1)."""
+
+    def __init__(self, channels: int, resblocks: int = 2):
+        super().__init__()
+        self.body = nn.Sequential(*[ResBlock(channels) for _ in range(resblocks)], ConvPReLU(channels, channels))
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.body(x), self.scale, x)
+
+
+class DownSample(nn.Sequential):
+    """Halves H and W: conv3×3 (no bias) → pixel-unshuffle(2) → conv1×1 (4C → C, no bias)."""
+
+    def __init__(self, channels: int):
+        super().__init__(
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+            nn.PixelUnshuffle(2),
+            nn.Conv2d(4 * channels, channels, 1, bias=False),
+        )
+
+
+class UpSample(nn.Sequential):
+    """Doubles H and W: conv1×1 (C → 4C) → pixel-shuffle(2) → PReLU."""
+
+    def __init__(self, channels: int):
+        super().__init__(nn.Conv2d(channels, 4 * channels, 1), nn.PixelShuffle(2), nn.PReLU())
