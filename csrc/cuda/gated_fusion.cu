@@ -1,0 +1,220 @@
+// CUDA kernels of the sigmoid-gated fusion (the CPU code in csrc/cpu/gated_fusion.cpp is the reference).
+// Memory-bound elementwise work over a [B, C, N]:
+//   - one thread per pack of kVec consecutive elements of a row (b, c), grid-stride over the packs;
+//     kVec = 16 bytes / sizeof(T) when N is a multiple of it and every pointer is 16-byte aligned (a
+//     pack then never straddles two rows, and its loads and stores are single 16-byte accesses), else 1;
+//   - the gate of a's half is gate[b, c, j], that of b's half C·N elements further;
+//   - float16 / bfloat16 are computed in float, float64 in double.
+// No torch headers here: the binding is gated_fusion_binding.cpp. Nothing in it needs sm_80+.
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+#include "gated_fusion_launch.h"
+
+namespace mcmri_fast::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int64_t kMaxBlocks = 65535;
+constexpr int kPackBytes = 16;
+
+template <typename T>
+struct ComputeOf {
+  using type = float;
+};
+template <>
+struct ComputeOf<double> {
+  using type = double;
+};
+template <typename T>
+using compute_t = typename ComputeOf<T>::type;
+
+__device__ __forceinline__ float to_compute(float x) { return x; }
+__device__ __forceinline__ double to_compute(double x) { return x; }
+__device__ __forceinline__ float to_compute(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_compute(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+template <typename T>
+__device__ __forceinline__ T from_compute(compute_t<T> x);
+template <>
+__device__ __forceinline__ float from_compute<float>(float x) {
+  return x;
+}
+template <>
+__device__ __forceinline__ double from_compute<double>(double x) {
+  return x;
+}
+template <>
+__device__ __forceinline__ __half from_compute<__half>(float x) {
+  return __float2half_rn(x);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_compute<__nv_bfloat16>(float x) {
+  return __float2bfloat16_rn(x);
+}
+
+__device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+__device__ __forceinline__ double sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
+
+template <typename T, int kVec>
+struct alignas(sizeof(T) * kVec) Pack {
+  T v[kVec];
+};
+
+template <typename T, int kVec>
+__device__ __forceinline__ Pack<T, kVec> load_pack(const T* p) {
+  return *reinterpret_cast<const Pack<T, kVec>*>(p);
+}
+template <typename T, int kVec>
+__device__ __forceinline__ void store_pack(T* p, const Pack<T, kVec>& pack) {
+  *reinterpret_cast<Pack<T, kVec>*>(p) = pack;
+}
+
+// Offsets of pack p: in a / b / out ([B, C, N]) and of gate[b, c, j] in gate ([B, 2C, N]).
+struct PackOffsets {
+  int64_t element, gate;
+};
+__device__ __forceinline__ PackOffsets offsets_of(const GatedFusionShape& s, int64_t element) {
+  const int64_t row = element / s.N, j = element - row * s.N;
+  const int64_t batch = row / s.C, c = row - batch * s.C;
+  return {element, (batch * 2 * s.C + c) * s.N + j};
+}
+
+template <typename T, int kVec, bool kClean>
+__global__ void gated_fusion_fwd_kernel(GatedFusionShape s, int64_t packs, const T* __restrict__ a,
+                                        const T* __restrict__ b, const T* __restrict__ gate, T* __restrict__ out,
+                                        compute_t<T> fill) {
+  const int64_t gate_b = s.C * s.N;
+  for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < packs; p += int64_t(gridDim.x) * blockDim.x) {
+    const PackOffsets o = offsets_of(s, p * kVec);
+    const auto va = load_pack<T, kVec>(a + o.element), vb = load_pack<T, kVec>(b + o.element);
+    const auto vga = load_pack<T, kVec>(gate + o.gate), vgb = load_pack<T, kVec>(gate + o.gate + gate_b);
+    Pack<T, kVec> result;
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) {
+      compute_t<T> value =
+          to_compute(va.v[k]) * sigmoid(to_compute(vga.v[k])) + to_compute(vb.v[k]) * sigmoid(to_compute(vgb.v[k]));
+      if (kClean && !isfinite(value)) value = fill;
+      result.v[k] = from_compute<T>(value);
+    }
+    store_pack<T, kVec>(out + o.element, result);
+  }
+}
+
+template <typename T, int kVec, bool kClean>
+__global__ void gated_fusion_bwd_kernel(GatedFusionShape s, int64_t packs, const T* __restrict__ grad,
+                                        const T* __restrict__ a, const T* __restrict__ b, const T* __restrict__ gate,
+                                        T* __restrict__ grad_a, T* __restrict__ grad_b, T* __restrict__ grad_gate) {
+  using C = compute_t<T>;
+  const int64_t gate_b = s.C * s.N;
+  for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < packs; p += int64_t(gridDim.x) * blockDim.x) {
+    const PackOffsets o = offsets_of(s, p * kVec);
+    const auto vg = load_pack<T, kVec>(grad + o.element);
+    const auto va = load_pack<T, kVec>(a + o.element), vb = load_pack<T, kVec>(b + o.element);
+    const auto vga = load_pack<T, kVec>(gate + o.gate), vgb = load_pack<T, kVec>(gate + o.gate + gate_b);
+    Pack<T, kVec> da, db, dga, dgb;
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) {
+      const C x = to_compute(va.v[k]), y = to_compute(vb.v[k]);
+      const C sa = sigmoid(to_compute(vga.v[k])), sb = sigmoid(to_compute(vgb.v[k]));
+      C g = to_compute(vg.v[k]);
+      // nan_to_num's backward: no gradient where the value before the cleanup was not finite.
+      if (kClean && !isfinite(x * sa + y * sb)) g = C(0);
+      da.v[k] = from_compute<T>(g * sa);
+      db.v[k] = from_compute<T>(g * sb);
+      // The operation order of mul's and sigmoid's backward: (g a)(1 - s)s.
+      dga.v[k] = from_compute<T>(g * x * (C(1) - sa) * sa);
+      dgb.v[k] = from_compute<T>(g * y * (C(1) - sb) * sb);
+    }
+    store_pack<T, kVec>(grad_a + o.element, da);
+    store_pack<T, kVec>(grad_b + o.element, db);
+    store_pack<T, kVec>(grad_gate + o.gate, dga);
+    store_pack<T, kVec>(grad_gate + o.gate + gate_b, dgb);
+  }
+}
+
+template <typename T>
+constexpr int kWideVec = kPackBytes / int(sizeof(T));
+
+inline bool pack_aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % kPackBytes == 0; }
+
+// Whether the 16-byte packs apply: they must not straddle rows (N a multiple of the pack) and every
+// pointer must be aligned to them (all offsets are then multiples of the pack).
+template <typename T>
+bool use_wide_packs(const GatedFusionShape& s, std::initializer_list<const void*> pointers) {
+  if (s.N % kWideVec<T> != 0) return false;
+  for (const void* p : pointers) {
+    if (!pack_aligned(p)) return false;
+  }
+  return true;
+}
+
+inline dim3 grid_of(int64_t packs) {
+  const int64_t blocks = (packs + kThreads - 1) / kThreads;
+  return dim3(static_cast<unsigned>(blocks < kMaxBlocks ? blocks : kMaxBlocks));
+}
+
+template <typename T, int kVec>
+cudaError_t launch_fwd_as(const GatedFusionShape& s, const T* a, const T* b, const T* gate, T* out, bool clean,
+                          compute_t<T> fill, cudaStream_t stream) {
+  const int64_t packs = s.B * s.C * s.N / kVec;
+  if (clean) {
+    gated_fusion_fwd_kernel<T, kVec, true><<<grid_of(packs), kThreads, 0, stream>>>(s, packs, a, b, gate, out, fill);
+  } else {
+    gated_fusion_fwd_kernel<T, kVec, false><<<grid_of(packs), kThreads, 0, stream>>>(s, packs, a, b, gate, out, fill);
+  }
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t launch_fwd(const GatedFusionShape& s, const T* a, const T* b, const T* gate, T* out, bool has_nonfinite,
+                       double nonfinite, cudaStream_t stream) {
+  if (s.B < 0 || s.C < 0 || s.N < 0) return cudaErrorInvalidValue;
+  if (s.B * s.C * s.N == 0) return cudaSuccess;
+  const auto fill = static_cast<compute_t<T>>(nonfinite);
+  if (use_wide_packs<T>(s, {a, b, gate, out})) {
+    return launch_fwd_as<T, kWideVec<T>>(s, a, b, gate, out, has_nonfinite, fill, stream);
+  }
+  return launch_fwd_as<T, 1>(s, a, b, gate, out, has_nonfinite, fill, stream);
+}
+
+template <typename T, int kVec>
+cudaError_t launch_bwd_as(const GatedFusionShape& s, const T* grad, const T* a, const T* b, const T* gate, T* grad_a,
+                          T* grad_b, T* grad_gate, bool clean, cudaStream_t stream) {
+  const int64_t packs = s.B * s.C * s.N / kVec;
+  if (clean) {
+    gated_fusion_bwd_kernel<T, kVec, true>
+        <<<grid_of(packs), kThreads, 0, stream>>>(s, packs, grad, a, b, gate, grad_a, grad_b, grad_gate);
+  } else {
+    gated_fusion_bwd_kernel<T, kVec, false>
+        <<<grid_of(packs), kThreads, 0, stream>>>(s, packs, grad, a, b, gate, grad_a, grad_b, grad_gate);
+  }
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t launch_bwd(const GatedFusionShape& s, const T* grad, const T* a, const T* b, const T* gate, T* grad_a,
+                       T* grad_b, T* grad_gate, bool has_nonfinite, cudaStream_t stream) {
+  if (s.B < 0 || s.C < 0 || s.N < 0) return cudaErrorInvalidValue;
+  if (s.B * s.C * s.N == 0) return cudaSuccess;
+  if (use_wide_packs<T>(s, {grad, a, b, gate, grad_a, grad_b, grad_gate})) {
+    return launch_bwd_as<T, kWideVec<T>>(s, grad, a, b, gate, grad_a, grad_b, grad_gate, has_nonfinite, stream);
+  }
+  return launch_bwd_as<T, 1>(s, grad, a, b, gate, grad_a, grad_b, grad_gate, has_nonfinite, stream);
+}
+
+}  // namespace
+
+#define MCMRI_GATED_FUSION_DEFINE(T)                                                                                 \
+  MCMRI_GATED_FUSION_FWD(T) { return launch_fwd<T>(s, a, b, gate, out, has_nonfinite, nonfinite, stream); }         \
+  MCMRI_GATED_FUSION_BWD(T) {                                                                                        \
+    return launch_bwd<T>(s, grad, a, b, gate, grad_a, grad_b, grad_gate, has_nonfinite, stream);                    \
+  }
+MCMRI_GATED_FUSION_DEFINE(float)
+MCMRI_GATED_FUSION_DEFINE(double)
+MCMRI_GATED_FUSION_DEFINE(__half)
+MCMRI_GATED_FUSION_DEFINE(__nv_bfloat16)
+#undef MCMRI_GATED_FUSION_DEFINE
+
+}  // namespace mcmri_fast::cuda
