@@ -296,3 +296,24 @@ def test_passes_check_their_arguments(backend):
         backward_pass(a, a, a, tiny, tiny, coef, torch.rand(2, 5))
     with pytest.raises(RuntimeError, match="grad_out"):
         backward_pass(a, a, torch.randn(2, 4, 9), tiny, tiny, coef, coef)
+
+
+@pytest.mark.parametrize("backend,device", FUSED)
+@pytest.mark.parametrize("N", [1, 9001])
+def test_gram_pass_split_over_pixels(backend, device, N):
+    """The Gram pass against a plain matmul, with N large enough that the reduction is split over
+    several programs of several tiles each, the last one running past the end (9001 = 70 tiles + 41)."""
+    _require(backend, device)
+    from mcmri_fast.ops.channel_attention import _passes
+
+    gram, _, _ = _passes(backend)
+    g = torch.Generator().manual_seed(13)
+    a = torch.randn(2, 8, N, dtype=torch.float64, generator=g).to(device)
+    b = torch.randn(2, 6, N, dtype=torch.float64, generator=g).to(device)
+    got, a_norm, b_norm = gram(a, b, True)
+    torch.testing.assert_close(got, a @ b.transpose(1, 2))
+    torch.testing.assert_close(a_norm, a.norm(dim=-1))
+    torch.testing.assert_close(b_norm, b.norm(dim=-1))
+    got, a_norm, _ = gram(a.float(), b.float(), False)
+    assert a_norm.numel() == 0
+    torch.testing.assert_close(got, (a @ b.transpose(1, 2)).float(), atol=1e-3, rtol=1e-4)
