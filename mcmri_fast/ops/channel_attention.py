@@ -26,8 +26,8 @@ math below, and differ only in the three N-sized passes):
 * Saved for backward: q, k, v (the inputs) and the tiny A, Ĝ and norms; nothing of size N.
 * cpu: the Gram, A·V and gO Vᵀ are ATen batched GEMMs on [B·heads, d, N] views (no copies of
   contiguous float32/float64 inputs) and the norms ATen's vectorised norm (so the Gram "pass" reads Q
-  and K twice there); the backward's three outputs come from one at::parallel_for + at::vec pass over
-  pixel chunks. triton: a Gram kernel over (b·head, pixel chunk) programs, an A·V kernel and the
+  and K twice there); the backward's three outputs come from one at::parallel_for pass over pixel
+  chunks (vectorised loops, AVX2 where the CPU has it). triton: a Gram kernel over (b·head, pixel chunk) programs, an A·V kernel and the
   backward-pass kernel (broadcast multiply + sum for heads below 16 channels, tl.dot at 16 and more).
   cuda: the same three passes as CUDA kernels (csrc/cuda/channel_attention.cu). The tiny step runs as
   torch ops on [B, heads, d, d] tensors for every backend (on a GPU a dozen small launches).
