@@ -1,0 +1,18 @@
+#pragma once
+#include <torch/extension.h>
+
+#include <tuple>
+
+namespace mcmri_fast::cpu {
+
+// The N-sized passes of channel attention (see csrc/channel_attention_ops.cpp for the contract).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> channel_attention_gram(const at::Tensor& a, const at::Tensor& b,
+                                                                      bool with_norms);
+
+at::Tensor channel_attention_apply(const at::Tensor& attn, const at::Tensor& v);
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> channel_attention_backward_pass(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& grad_out, const at::Tensor& attn, const at::Tensor& mq,
+    const at::Tensor& dq, const at::Tensor& dk);
+
+}  // namespace mcmri_fast::cpu

@@ -1,0 +1,289 @@
+"""Multi-head channel ("transposed") attention, Restormer-style: per head, a channel x channel affinity
+summed over all pixels (FSMNet's FS-fusion self/cross attention; IMA's CSCA, where the queries may have
+another channel count than the keys). The reference is `mcmri_fast.reference.channel_attention`.
+
+Per head h, with Q [dq, N], K and V [dk, N] its channels flattened over the N pixels:
+
+    nq = ‖Q_i‖, nk = ‖K_j‖ (rows over pixels; 1 without normalisation),  Q̂ = Q / max(nq, eps), K̂ likewise
+    Ĝ = Q̂ K̂ᵀ = (Q Kᵀ) / (max(nq, eps) max(nk, eps)ᵀ),  A = softmax(Ĝ · t_h) (rows),  out = A V
+
+How the fused backends compute it (cpu, triton, cuda; they share this orchestration and the tiny per-head
+math below, and differ only in the three N-sized passes):
+
+* The normalised Q̂ and K̂ are never materialised. Forward: one pass over Q and K computes the raw Gram
+  G = Q Kᵀ and the row norms (a reduction over all N pixels: the triton and cuda kernels split it
+  across programs over pixel chunks and sum the per-chunk partials in a fixed order, deterministic);
+  then the tiny per-head step on [B, heads, dq, dk] tensors, accumulated in float32 (float64 for
+  float64 inputs): Ĝ = G / (max(nq, eps) max(nk, eps)ᵀ), A = softmax(Ĝ·t); then ONE pass out = A V.
+* Backward: one pass gA = gO Vᵀ (the same split reduction), the tiny step
+  gS = A⊙(gA − rowsum(gA⊙A)), grad_t = Σ gS⊙Ĝ, P = gS·t, then ONE pass writing all three of
+      gV = Aᵀ gO,
+      gQ = Mq K + diag(dq) Q,   Mq = P / (max(nq, eps) max(nk, eps)ᵀ),  dq = −rowsum(P⊙Ĝ) / max(nq, eps)²,
+      gK = Mqᵀ Q + diag(dk) K,  dk = −colsum(P⊙Ĝ) / max(nk, eps)²,
+  which is ((P K̂) − diag(rowsum(P⊙Ĝ)) Q̂) / nq written with the raw K and Q. Like F.normalize's
+  backward, a row whose norm is below eps was divided by eps, a constant: no projection term there
+  (dq = 0 for that row).
+* Saved for backward: q, k, v (the inputs) and the tiny A, Ĝ and norms; nothing of size N.
+* cpu: the Gram, A·V and gO Vᵀ are ATen batched GEMMs on [B·heads, d, N] views (no copies of
+  contiguous float32/float64 inputs) and the norms ATen's vectorised norm (so the Gram "pass" reads Q
+  and K twice there); the backward's three outputs come from one at::parallel_for pass over pixel
+  chunks (vectorised loops, AVX2 where the CPU has it). triton: a Gram kernel over (b·head, pixel chunk) programs, an A·V kernel and the
+  backward-pass kernel (broadcast multiply + sum for heads below 16 channels, tl.dot at 16 and more).
+  cuda: the same three passes as CUDA kernels (csrc/cuda/channel_attention.cu). The tiny step runs as
+  torch ops on [B, heads, d, d] tensors for every backend (on a GPU a dozen small launches).
+"""
+import math
+
+import torch
+
+from .. import reference
+from ..backends import select_backend
+from ..reference.channel_attention import NORM_EPS
+
+__all__ = ["channel_attention"]
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Public API: validation and dispatch
+
+
+def channel_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    temperature: torch.Tensor,
+    heads: int,
+    *,
+    normalize: bool = True,
+) -> torch.Tensor:
+    """Multi-head channel attention out_h = softmax(Q̂ K̂ᵀ · t_h) V_h per head (see the module docstring).
+
+    Args:
+        q: queries [B, Cq, *spatial] (any number of spatial dims, N pixels in all).
+        k: keys [B, Ck, *spatial_k] with the same pixel count N (the layout of the pixels must match q's).
+        v: values, the shape of k.
+        temperature: `heads` values (any shape; learnable: gradients flow to it), t_h scales head h's
+            affinities before the softmax.
+        heads: the number of heads; divides Cq and Ck (head h owns channels h·C/heads ... (h+1)·C/heads − 1).
+        normalize: L2-normalise the rows of Q and K over the pixels first (F.normalize, eps 1e-12), as
+            Restormer and FSMNet do; False uses the raw Q Kᵀ.
+
+    q, k, v: float32 or float64, or float16/bfloat16 (accumulated in float32; the output in the input
+    dtype). q, k and v share one dtype; temperature may be any floating dtype.
+
+    Returns:
+        [B, Cq, *spatial] in q's dtype. Gradients flow to q, k, v and temperature through fused kernels.
+    """
+    _validate(q, k, v, temperature, heads, normalize)
+    backend = _select(q.device)
+    if backend == "reference":
+        # In q's dtype: the reference multiplies its attention by v, which takes one dtype.
+        return reference.channel_attention(q, k, v, temperature.to(q.dtype), heads, normalize)
+    B, Cq = q.shape[:2]
+    N = math.prod(q.shape[2:])
+    # [B, C, N] contiguous: the kernels read each head as a [d, N] block of rows.
+    flat = [t.reshape(B, t.shape[1], N).contiguous() for t in (q, k, v)]
+    t = temperature.reshape(heads).to(_accumulate_dtype(q.dtype))
+    out, _, _, _, _ = torch.ops.mcmri_fast.channel_attention(*flat, t, heads, normalize, backend)
+    return out.reshape(q.shape)
+
+
+@torch.compiler.assume_constant_result
+def _select(device: torch.device) -> str:
+    # Under torch.compile the choice is made once, at trace time, and baked into the graph.
+    return select_backend("channel_attention", device)
+
+
+def _validate(q, k, v, temperature, heads, normalize) -> None:
+    for name, t in (("q", q), ("k", k), ("v", v), ("temperature", temperature)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if isinstance(heads, bool) or not isinstance(heads, int):
+        raise TypeError(f"heads must be an int, got {type(heads).__name__}")
+    if not isinstance(normalize, bool):
+        raise TypeError(f"normalize must be a bool, got {type(normalize).__name__}")
+    if q.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"q must be float16, bfloat16, float32 or float64, got dtype {q.dtype}")
+    for name, t in (("k", k), ("v", v)):
+        if t.dtype != q.dtype:
+            raise TypeError(f"{name} must have q's dtype {q.dtype}, got {t.dtype}")
+    if not temperature.is_floating_point():
+        raise TypeError(f"temperature must be a floating tensor, got dtype {temperature.dtype}")
+    if q.dim() < 3:
+        raise ValueError(f"q must be [B, Cq, *spatial] (3 or more dims), got shape {tuple(q.shape)}")
+    if k.dim() < 3 or k.shape[0] != q.shape[0]:
+        raise ValueError(f"k must be [B, Ck, *spatial] with B = {q.shape[0]}, got shape {tuple(k.shape)}")
+    if v.shape != k.shape:
+        raise ValueError(f"v must have k's shape {tuple(k.shape)}, got {tuple(v.shape)}")
+    n_q, n_k = math.prod(q.shape[2:]), math.prod(k.shape[2:])
+    if n_q != n_k:
+        raise ValueError(f"k and v must have q's pixel count N = {n_q}, got {n_k} (shape {tuple(k.shape)})")
+    for name, t in (("k", k), ("v", v), ("temperature", temperature)):
+        if t.device != q.device:
+            raise ValueError(f"{name} must be on q's device {q.device}, got {t.device}")
+    if q.shape[1] == 0 or k.shape[1] == 0:
+        raise ValueError(f"q and k must have at least one channel, got Cq = {q.shape[1]}, Ck = {k.shape[1]}")
+    if heads < 1 or q.shape[1] % heads or k.shape[1] % heads:
+        raise ValueError(f"heads must be a positive divisor of Cq = {q.shape[1]} and Ck = {k.shape[1]}, got {heads}")
+    if temperature.numel() != heads:
+        raise ValueError(f"temperature must hold heads = {heads} values, got shape {tuple(temperature.shape)}")
+
+
+def _accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+# ---------------------------------------------------------------------------------------------------
+# The tiny per-head math ([B, heads, dq, dk] tensors), shared by the fused backends
+
+
+def _attention_weights(gram, q_norm, k_norm, temperature, normalize):
+    """(A, Ĝ) from the raw Gram [B, h, dq, dk] and the row norms [B, h, dq], [B, h, dk]."""
+    gram_hat = gram / (q_norm.clamp_min(NORM_EPS)[..., :, None] * k_norm.clamp_min(NORM_EPS)[..., None, :]) if normalize else gram
+    attn = (gram_hat * temperature[None, :, None, None]).softmax(dim=-1)
+    return attn, gram_hat
+
+
+def _backward_coefficients(grad_attn, attn, gram_hat, q_norm, k_norm, temperature, normalize):
+    """(Mq, dq, dk, grad_t) of the backward pass gQ = Mq K + diag(dq) Q, gK = Mqᵀ Q + diag(dk) K
+    (module docstring), from gA = gO Vᵀ [B, h, dq, dk]."""
+    grad_scores = attn * (grad_attn - (grad_attn * attn).sum(dim=-1, keepdim=True))
+    grad_temperature = (grad_scores * gram_hat).sum(dim=(0, 2, 3))
+    p = grad_scores * temperature[None, :, None, None]  # the gradient of Ĝ
+    if not normalize:
+        return p, q_norm.new_zeros(q_norm.shape), k_norm.new_zeros(k_norm.shape), grad_temperature
+    rq, rk = q_norm.clamp_min(NORM_EPS), k_norm.clamp_min(NORM_EPS)
+    pg = p * gram_hat
+    # Below eps the norm was clamped to a constant: no gradient through it, hence no projection term.
+    dq = -torch.where(q_norm >= NORM_EPS, pg.sum(dim=-1), 0.0) / rq.square()
+    dk = -torch.where(k_norm >= NORM_EPS, pg.sum(dim=-2), 0.0) / rk.square()
+    return p / (rq[..., :, None] * rk[..., None, :]), dq, dk, grad_temperature
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fused implementation (custom ops, so torch.compile sees one node with a fake implementation)
+
+
+def _passes(backend: str):
+    """(gram, apply, backward_pass) of a fused backend, each on [B·heads, d, N] blocks:
+    gram(a, b, with_norms) -> (a bᵀ, ‖a rows‖, ‖b rows‖) in the accumulation dtype (norms empty
+    without with_norms); apply(attn, v) -> attn v; backward_pass(q, k, grad_out, attn, mq, dq, dk) ->
+    (gq, gk, gv). The C++ ops serve cpu and cuda alike."""
+    if backend == "triton":
+        from ..kernels import channel_attention as triton_kernels
+
+        return triton_kernels.gram, triton_kernels.apply, triton_kernels.backward_pass
+    if backend in ("cpu", "cuda"):
+        ops = torch.ops.mcmri_fast
+        return ops.channel_attention_gram, ops.channel_attention_apply, ops.channel_attention_backward_pass
+    raise ValueError(f"channel_attention: {backend!r} is not a fused backend")
+
+
+def _heads_view(t: torch.Tensor, heads: int) -> torch.Tensor:
+    """[B, C, N] -> [B·heads, C/heads, N] (a view of a contiguous tensor)."""
+    B, C, N = t.shape
+    return t.view(B * heads, C // heads, N)
+
+
+@torch.library.custom_op("mcmri_fast::channel_attention", mutates_args=())
+def _channel_attention_fused(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    temperature: torch.Tensor,
+    heads: int,
+    normalize: bool,
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q [B, Cq, N], k and v [B, Ck, N], contiguous; temperature [heads] in the accumulation dtype.
+    Returns (out [B, Cq, N], then for the backward: A and Ĝ [B, heads, dq, dk], the row norms of Q
+    [B, heads, dq] and K [B, heads, dk], ones without normalisation)."""
+    B, Cq, N = q.shape
+    Ck = k.shape[1]
+    gram, apply, _ = _passes(backend)
+    g, q_norm, k_norm = gram(_heads_view(q, heads), _heads_view(k, heads), normalize)
+    g = g.view(B, heads, Cq // heads, Ck // heads)
+    if normalize:
+        q_norm, k_norm = q_norm.view(B, heads, -1), k_norm.view(B, heads, -1)
+    else:
+        q_norm, k_norm = g.new_ones((B, heads, Cq // heads)), g.new_ones((B, heads, Ck // heads))
+    attn, gram_hat = _attention_weights(g, q_norm, k_norm, temperature, normalize)
+    out = apply(attn.view(B * heads, Cq // heads, Ck // heads), _heads_view(v, heads))
+    return out.view(B, Cq, N), attn, gram_hat, q_norm, k_norm
+
+
+@_channel_attention_fused.register_fake
+def _(q, k, v, temperature, heads, normalize, backend):
+    B, Cq, _ = q.shape
+    dq, dk = Cq // heads, k.shape[1] // heads
+    tiny = q.new_empty((B, heads, dq, dk), dtype=temperature.dtype)
+    return (
+        torch.empty_like(q),
+        tiny,
+        torch.empty_like(tiny),
+        tiny.new_empty((B, heads, dq)),
+        tiny.new_empty((B, heads, dk)),
+    )
+
+
+@torch.library.custom_op("mcmri_fast::channel_attention_backward", mutates_args=())
+def _channel_attention_fused_backward(
+    grad: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    temperature: torch.Tensor,
+    attn: torch.Tensor,
+    gram_hat: torch.Tensor,
+    q_norm: torch.Tensor,
+    k_norm: torch.Tensor,
+    heads: int,
+    normalize: bool,
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """grad [B, Cq, N] (any strides); the rest as the forward took and returned them.
+    Returns (grad_q, grad_k, grad_v, grad_temperature)."""
+    B, Cq, N = q.shape
+    dq, dk = attn.shape[-2:]
+    gram, _, backward_pass = _passes(backend)
+    grad = grad.contiguous()
+    grad_attn, _, _ = gram(_heads_view(grad, heads), _heads_view(v, heads), False)
+    mq, coef_q, coef_k, grad_temperature = _backward_coefficients(
+        grad_attn.view(B, heads, dq, dk), attn, gram_hat, q_norm, k_norm, temperature, normalize
+    )
+    grad_q, grad_k, grad_v = backward_pass(
+        _heads_view(q, heads),
+        _heads_view(k, heads),
+        _heads_view(grad, heads),
+        attn.reshape(B * heads, dq, dk),
+        mq.reshape(B * heads, dq, dk),
+        coef_q.reshape(B * heads, dq),
+        coef_k.reshape(B * heads, dk),
+    )
+    return grad_q.view(q.shape), grad_k.view(k.shape), grad_v.view(v.shape), grad_temperature
+
+
+@_channel_attention_fused_backward.register_fake
+def _(grad, q, k, v, temperature, attn, gram_hat, q_norm, k_norm, heads, normalize, backend):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.empty_like(temperature)
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, temperature, heads, normalize, backend = inputs
+    _, attn, gram_hat, q_norm, k_norm = output
+    ctx.mark_non_differentiable(attn, gram_hat, q_norm, k_norm)
+    ctx.set_materialize_grads(False)  # no zero-filled gradients for those: backward ignores them
+    ctx.save_for_backward(q, k, v, temperature, attn, gram_hat, q_norm, k_norm)
+    ctx.heads, ctx.normalize, ctx.backend = heads, normalize, backend
+
+
+def _backward(ctx, grad, *_grad_saved):
+    if grad is None:  # gradients are not materialised: nothing flows back
+        return (None,) * 7
+    grads = torch.ops.mcmri_fast.channel_attention_backward(grad, *ctx.saved_tensors, ctx.heads, ctx.normalize, ctx.backend)
+    return tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad[:4])) + (None,) * 3
+
+
+_channel_attention_fused.register_autograd(_backward, setup_context=_setup_context)
