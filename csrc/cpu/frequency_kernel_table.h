@@ -16,7 +16,8 @@ struct FrequencyKernels {
   void (*polar_to_spectrum_backward)(const scalar_t* grad_z, const scalar_t* amplitude, const scalar_t* phase,
                                      const scalar_t* amplitude_residual, const scalar_t* phase_residual,
                                      scalar_t* grad_amplitude, scalar_t* grad_phase, int64_t begin, int64_t end);
-  void (*epilogue_cleanup)(scalar_t* out, scalar_t bias, scalar_t nonfinite, bool* finite, int64_t n);
+  void (*epilogue_cleanup)(scalar_t* out, const scalar_t* residual, scalar_t bias, scalar_t nonfinite, bool* finite,
+                           int64_t n);
   double (*epilogue_mask_gradient)(const scalar_t* grad, const bool* finite, scalar_t* grad_masked, int64_t n);
   void (*multiply_by_sign)(const scalar_t* y, scalar_t* grad_y, int64_t begin, int64_t end);
   void (*absolute)(const scalar_t* y, scalar_t* out, int64_t begin, int64_t end);

@@ -15,7 +15,10 @@
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <limits>
+#include <utility>
 
 namespace mcmri_fast::cpu::FREQUENCY_ISA {
 
@@ -137,17 +140,19 @@ void polar_to_spectrum_backward(const scalar_t* grad_z, const scalar_t* amplitud
   }
 }
 
-// One row of the epilogue's output (n pixels of one (b, co)), in place after the GEMM:
-// v = out + bias; finite[i] = isfinite(v) (when finite != nullptr); out = v, or `nonfinite` where v is not finite.
+// n pixels of one output row (b, co) of the epilogue, in place after the GEMM (out = W |y|):
+// v = (out + bias) + residual; finite[i] = isfinite(v) (when finite != nullptr); out = v, or `nonfinite`
+// where v is not finite.
 template <typename scalar_t>
-void epilogue_cleanup(scalar_t* out, scalar_t bias, scalar_t nonfinite, bool* finite, int64_t n) {
+void epilogue_cleanup(scalar_t* out, const scalar_t* residual, scalar_t bias, scalar_t nonfinite, bool* finite,
+                      int64_t n) {
   using Vec = Vectorized<scalar_t>;
   const Vec vbias(bias), replacement(nonfinite), inf(std::numeric_limits<scalar_t>::infinity());
   const Vec zero(scalar_t(0)), one(scalar_t(1));
   scalar_t flags[Vec::size()];
   for (int64_t i = 0; i < n; i += Vec::size()) {
     const int64_t count = std::min<int64_t>(Vec::size(), n - i);
-    const Vec v = load_or_zero(out, i, count) + vbias;
+    const Vec v = (load_or_zero(out, i, count) + vbias) + load_or_zero(residual, i, count);
     const Vec is_finite = v.abs() < inf;  // false for ±inf and nan
     store(out, i, count, Vec::blendv(replacement, v, is_finite));
     if (finite != nullptr) {
@@ -183,7 +188,7 @@ void multiply_by_sign(const scalar_t* y, scalar_t* grad_y, int64_t begin, int64_
   }
 }
 
-// |y| of [begin, end).
+// |y| of [begin, end) (the GEMM's operand, made tile by tile while it is in cache).
 template <typename scalar_t>
 void absolute(const scalar_t* y, scalar_t* out, int64_t begin, int64_t end) {
   using Vec = Vectorized<scalar_t>;
