@@ -1,5 +1,9 @@
 """Frequency-branch ops (FSMNet's FreBlock): every fused backend against the reference, autograd,
 registration, torch.compile and bad inputs."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -414,3 +418,39 @@ def test_every_available_backend_agrees():
         with mcmri_fast.use_backend(backend):
             got = spectrum_to_polar(z)
         _assert_close(got, expected, atol=1e-6)
+
+
+_BASELINE_CHECK = """
+import torch, mcmri_fast
+from mcmri_fast import reference
+from mcmri_fast.ops.frequency import frequency_epilogue, polar_to_spectrum, spectrum_to_polar
+g = torch.Generator().manual_seed(0)
+z = torch.randn(2, 3, 5, 7, dtype=torch.complex64, generator=g)
+z.view(-1)[::4] = 0
+y, w, r = torch.randn(2, 8, 5, 7, generator=g), torch.randn(8, 8, generator=g), torch.randn(2, 8, 5, 7, generator=g)
+r[0, 0, 0, 0] = float("nan")
+for backend in ("cpu", "reference"):
+    leaves = [t.clone().requires_grad_() for t in (z, y, w, r)]
+    with mcmri_fast.use_backend(backend):
+        amplitude, phase = spectrum_to_polar(leaves[0])
+        out = frequency_epilogue(leaves[1], leaves[2], None, leaves[3])
+        total = polar_to_spectrum(amplitude, phase, amplitude, phase).abs().sum() + out.sum()
+    result = [total.detach()] + list(torch.autograd.grad(total, leaves))
+    if backend == "cpu":
+        fused = result
+for a, b in zip(fused, result):
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+"""
+
+
+def test_baseline_cpu_kernels(tmp_path):
+    """The baseline (non-AVX2) build of the CPU kernels, which ATen's CPU capability selects on CPUs
+    without AVX2 (forced here with ATEN_CPU_CAPABILITY=default, in a fresh process: the choice is made once)."""
+    _require("cpu", "cpu")
+    script = tmp_path / "baseline_check.py"
+    script.write_text(_BASELINE_CHECK)
+    env = dict(os.environ, ATEN_CPU_CAPABILITY="default", OMP_NUM_THREADS="1")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]

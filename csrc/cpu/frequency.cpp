@@ -24,7 +24,7 @@ constexpr int64_t kGrain = 16384;
 template <typename scalar_t>
 const FrequencyKernels<scalar_t>& kernels() {
   static const FrequencyKernels<scalar_t> base_table = MCMRI_FAST_FREQUENCY_KERNEL_TABLE(base, scalar_t);
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)  // GCC: its target pragma
   static const bool avx2 = [] {
     const std::string capability = at::get_cpu_capability();  // "DEFAULT", "AVX2", "AVX512", ...
     return (capability == "AVX2" || capability == "AVX512") && __builtin_cpu_supports("avx2") &&

@@ -1,7 +1,10 @@
 // The AVX2 + FMA build of the frequency ops' pointwise kernels (see frequency_kernels.h). The extension
 // is compiled for the baseline instruction set, so this file enables AVX2 and FMA itself and selects
 // ATen's AVX2 Vectorized (Sleef atan2/sin/cos); frequency.cpp calls it only on CPUs that have both.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+// As in ATen's own per-capability files, the inline functions of the c10 headers included here are
+// compiled for AVX2 too; they are meant to inline (the hot code is all in namespaces of this build).
+// Other compilers (clang has no GCC target pragma) and architectures use the baseline build only.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)  // GCC: its target pragma
 #pragma GCC target("avx2,fma,f16c")
 // GCC's target pragma does not define the feature macros that ATen's and Sleef's headers test.
 #define __AVX__ 1
