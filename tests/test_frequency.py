@@ -227,11 +227,11 @@ def test_epilogue_matches_reference(backend, device, shape, nonfinite):
 
 
 @pytest.mark.parametrize("backend,device", FUSED)
-@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no-bias"])
-def test_epilogue_forms_and_double(backend, device, with_bias):
-    """A [Co, C] weight, no bias, float64, some inputs without gradients."""
+@pytest.mark.parametrize("with_bias,shape", [(True, (2, 16, 5, 3, 5)), (False, (1, 16, 16, 3, 5))], ids=["bias", "no-bias"])
+def test_epilogue_forms_and_double(backend, device, with_bias, shape):
+    """A [Co, C] weight, no bias, float64 (both Triton paths), some inputs without gradients."""
     _require(backend, device)
-    inputs, grad = _epilogue_inputs((2, 16, 5, 3, 5), with_bias, dtype=torch.float64, device=device, seed=6, conv_weight=False)
+    inputs, grad = _epilogue_inputs(shape, with_bias, dtype=torch.float64, device=device, seed=6, conv_weight=False)
     got = _run_epilogue(backend, inputs, grad)
     expected = _run_epilogue("reference", inputs, grad)
     _assert_close(got, expected, atol=1e-10, rtol=1e-10)

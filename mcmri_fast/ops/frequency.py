@@ -75,7 +75,8 @@ def polar_to_spectrum(
 
     float16, bfloat16, float32 and float64 inputs are accepted, mixed (under autocast the convolutions
     give half precision while the residuals are float32); the computation runs in float32, or in
-    float64 if any input is float64.
+    float64 if any input is float64. Half-precision inputs are converted first (a pass each); the
+    fused kernels read float32 / float64.
 
     Returns:
         complex64 (complex128 if any input is float64) of the inputs' shape, to be inverted by
