@@ -5,27 +5,20 @@ Shapes: "paper" = FSMNet's FS-fusion attention (C = 64, 8 heads) at a 240² inpu
 (q, k, v of one shape, as FSMNet's), normalised, a learnable temperature per head. Modes: "fwd" under
 torch.no_grad; "fwd+bwd" backpropagates a fixed random gradient to q, k, v and the temperature.
 Providers as in mcmri_fast.benchmarking (reference, compile, cpu, triton, cuda). The cases are defined
-here (mcmri_fast.benchmarking holds data consistency's); the timing and the extra_info follow
-bench_data_consistency.py: GB/s of the bytes the op must move at least, on CUDA the % of the measured
-copy bandwidth and the peak memory of one call, and the speedup over the reference of this session.
+here (mcmri_fast.benchmarking holds data consistency's); the `op_run` and `measure` fixtures of
+conftest.py build and time them as for the other suites. extra_info holds GB/s of the bytes the op
+must move at least, on CUDA the % of the measured copy bandwidth and the peak memory of one call, and
+the speedup over the reference of this session.
 """
 import dataclasses
 import itertools
-import math
-import time
 
-import pytest
 import torch
 
 from mcmri_fast import benchmarking, reference
-from mcmri_fast.backends import use_backend
 from mcmri_fast.ops.channel_attention import channel_attention
 
-MIN_ROUND_S = 1e-3
-MIN_ROUNDS = 3
-ESTIMATE_S = 0.05
 HEADS = 8
-FUSED_PROVIDERS = ("cpu", "triton", "cuda")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +62,7 @@ class AttentionCase:
         return f"channel_attention {self.shape} h{HEADS} {self.mode}"
 
 
-def _cases(size: str) -> list[AttentionCase]:
+def cases(size: str) -> list[AttentionCase]:
     # The providers innermost, the reference first: its median is there when the others are timed.
     return [
         AttentionCase(provider, shape, mode)
@@ -84,101 +77,26 @@ def _bytes_moved(shape: AttentionShape, mode: str, itemsize: int = 4) -> int:
     return (4 if mode == "fwd" else 11) * one
 
 
-def _make_op(provider: str):
-    if provider in FUSED_PROVIDERS:
-
-        def fused(q, k, v, t):
-            with use_backend(provider):
-                return channel_attention(q, k, v, t, HEADS)
-
-        return fused
-    if provider == "reference":
-        return lambda q, k, v, t: reference.channel_attention(q, k, v, t, HEADS)
-    torch._dynamo.reset()  # a fresh cache per case: see mcmri_fast.benchmarking._make_op
-    compiled = torch.compile(reference.channel_attention, dynamic=False)
-    return lambda q, k, v, t: compiled(q, k, v, t, HEADS)
-
-
-def _build(case: AttentionCase, device: torch.device):
-    shape = case.shape
+def _inputs(shape: AttentionShape, device: torch.device):
+    """((q, k, v, temperature), (grad,)): the op's arguments (a temperature of 1 per head) and the
+    gradient of its output."""
     generator = torch.Generator().manual_seed(0)
     size = (shape.batch, shape.channels, shape.height, shape.width)
-    backward = case.mode == "fwd+bwd"
     q, k, v, grad = (torch.randn(size, generator=generator).to(device) for _ in range(4))
-    q, k, v = (t.requires_grad_(backward) for t in (q, k, v))
-    temperature = torch.ones(HEADS, device=device, requires_grad=backward)
-    op = _make_op(case.provider)
-    if backward:
-
-        def run() -> None:
-            out = op(q, k, v, temperature)
-            torch.autograd.grad(out, (q, k, v, temperature), grad)
-
-    else:
-
-        def run() -> None:
-            with torch.no_grad():
-                op(q, k, v, temperature)
-
-    return run
+    return (q, k, v, torch.ones(HEADS, device=device)), (grad,)
 
 
-def pytest_generate_tests(metafunc):
-    if "attention_case" in metafunc.fixturenames:
-        cases = _cases(metafunc.config.getoption("bench_size"))
-        metafunc.parametrize("attention_case", cases, ids=[case.id for case in cases])
-
-
-def test_channel_attention(benchmark, attention_case, bench_device, bench_time, reference_medians):
-    case = attention_case
-    reason = benchmarking.provider_status(case.provider, bench_device)
-    if reason is not None:
-        pytest.skip(reason)
-    start = time.perf_counter()
-    run = _build(case, bench_device)
-    if bench_device.type == "cuda":
-
-        def timed():
-            run()
-            torch.cuda.synchronize()
-
-    else:
-        timed = run
-
-    for _ in range(2):  # warm-up: compiles (provider "compile", Triton), settles the allocator
-        timed()
-    setup_s = time.perf_counter() - start
-    calls, start = 0, time.perf_counter()
-    while calls < 2 or time.perf_counter() - start < ESTIMATE_S:
-        timed()
-        calls += 1
-    one_call = (time.perf_counter() - start) / calls
-    iterations = max(1, math.ceil(MIN_ROUND_S / one_call))
-    rounds = max(MIN_ROUNDS, math.ceil(bench_time / (one_call * iterations)))
-
-    bytes_moved = _bytes_moved(case.shape, case.mode)
-    benchmark.group = case.group
-    benchmark.extra_info.update(
-        provider=case.provider,
-        shape=str(case.shape),
-        shape_note=case.shape.note,
-        heads=HEADS,
-        mode=case.mode,
-        bytes_moved=bytes_moved,
-        setup_s=round(setup_s, 3),
-        **benchmarking.environment(bench_device),
+def test_channel_attention(case, bench_device, op_run, measure):
+    run, setup_s = op_run(
+        lambda q, k, v, t: channel_attention(q, k, v, t, HEADS),
+        lambda q, k, v, t: reference.channel_attention(q, k, v, t, HEADS),
+        lambda: _inputs(case.shape, bench_device),
     )
-    benchmark.pedantic(timed, rounds=rounds, iterations=iterations)
-    if not benchmark.enabled:  # --benchmark-disable: the call ran once, as a smoke test
-        return
-
-    median = benchmark.stats.stats.median
-    throughput = benchmarking.throughput(bytes_moved, median, bench_device)
-    benchmark.extra_info.update({key: value for key, value in throughput.items() if value is not None})
-    peak = benchmarking.peak_memory(run, bench_device)
-    if peak is not None:
-        benchmark.extra_info["peak_mem_mb"] = peak / 2**20
-    if case.provider == "reference":
-        reference_medians[case.group] = median
-    elif case.group in reference_medians:
-        benchmark.extra_info["speedup_vs_reference"] = reference_medians[case.group] / median
+    measure(
+        run,
+        setup_s=setup_s,
+        bytes_moved=_bytes_moved(case.shape, case.mode),
+        extra_info=dict(
+            provider=case.provider, shape=str(case.shape), shape_note=case.shape.note, heads=HEADS, mode=case.mode
+        ),
+    )

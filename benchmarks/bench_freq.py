@@ -8,24 +8,17 @@ Shapes ("paper"): the half spectra [B, 64, H, W//2 + 1] of FSMNet at 240x240 (Br
 (eager), compile (torch.compile of the reference, dynamic=False), cpu, triton, cuda.
 
 The cases are defined here rather than in mcmri_fast.benchmarking, which holds data consistency's; the
-timing, throughput, peak-memory and environment helpers are shared. extra_info holds GB/s (from the bytes
+`op_run` and `measure` fixtures of conftest.py build and time them as for the other suites. extra_info holds GB/s (from the bytes
 a fused pass must move), peak memory on CUDA, the speedup over the reference measured in this session,
 the device and the versions.
 """
 import dataclasses
 import math
-import time
 
-import pytest
 import torch
 
 from mcmri_fast import benchmarking, reference
 from mcmri_fast.ops import frequency as frequency_ops
-from mcmri_fast.backends import use_backend
-
-MIN_ROUND_S = 1e-3
-MIN_ROUNDS = 3
-ESTIMATE_S = 0.05
 
 OPS = ("spectrum_to_polar", "polar_to_spectrum", "frequency_epilogue")
 # [B, C, H, W] of the op's input: the half spectrum for the polar ops, the full map for the epilogue.
@@ -69,7 +62,7 @@ class FreqCase:
         return f"{self.op} {'x'.join(map(str, self.shape))} {self.mode}"
 
 
-def freq_cases(size: str) -> list[FreqCase]:
+def cases(size: str) -> list[FreqCase]:
     return [
         FreqCase(op, provider, shape, mode)
         for op in OPS
@@ -79,116 +72,31 @@ def freq_cases(size: str) -> list[FreqCase]:
     ]
 
 
-def pytest_generate_tests(metafunc):
-    if "freq_case" in metafunc.fixturenames:
-        cases = freq_cases(metafunc.config.getoption("bench_size"))
-        metafunc.parametrize("freq_case", cases, ids=[case.id for case in cases])
-
-
-def _function(op: str, provider: str):
-    """The op for a provider: the public API under a forced fused backend, the reference, or its compilation."""
-    if provider in benchmarking.FUSED_PROVIDERS:
-        public = getattr(frequency_ops, op)
-
-        def fused(*args):
-            with use_backend(provider):
-                return public(*args)
-
-        return fused
-    if provider == "reference":
-        return getattr(reference, op)
-    torch._dynamo.reset()  # a fresh cache per case: the suite's shapes and modes would overflow Dynamo's
-    return torch.compile(getattr(reference, op), dynamic=False)
-
-
-def _inputs(case: FreqCase, device: torch.device, backward: bool):
-    """(args, differentiable inputs, output gradients) of one case."""
+def _inputs(case: FreqCase, device: torch.device):
+    """(args, output gradients) of one case."""
     g = torch.Generator().manual_seed(0)
     B, C, H, W = case.shape
 
     def real(*shape):
-        return torch.randn(shape, generator=g).to(device).requires_grad_(backward)
+        return torch.randn(shape, generator=g).to(device)
+
+    def complex64(*shape):
+        return torch.randn(shape, dtype=torch.complex64, generator=g).to(device)
 
     if case.op == "spectrum_to_polar":
-        z = torch.randn((B, C, H, W), dtype=torch.complex64, generator=g).to(device).requires_grad_(backward)
-        return (z,), (z,), (torch.randn(B, C, H, W, generator=g).to(device), torch.randn(B, C, H, W, generator=g).to(device))
+        return (complex64(B, C, H, W),), (real(B, C, H, W), real(B, C, H, W))
     if case.op == "polar_to_spectrum":
-        args = tuple(real(B, C, H, W) for _ in range(4))
-        return args, args, (torch.randn((B, C, H, W), dtype=torch.complex64, generator=g).to(device),)
+        return tuple(real(B, C, H, W) for _ in range(4)), (complex64(B, C, H, W),)
     y, residual = real(B, C, H, W), real(B, C, H, W)
     weight, bias = real(C, C, 1, 1), real(C)
-    return (y, weight, bias, residual), (y, weight, bias, residual), (torch.randn(B, C, H, W, generator=g).to(device),)
+    return (y, weight, bias, residual), (real(B, C, H, W),)
 
 
-def _build(case: FreqCase, device: torch.device):
-    backward = case.mode == "fwd+bwd"
-    function = _function(case.op, case.provider)
-    args, leaves, grads = _inputs(case, device, backward)
-    if backward:
-
-        def run():
-            out = function(*args)
-            torch.autograd.grad(out, leaves, grads)
-
-    else:
-
-        def run():
-            with torch.no_grad():
-                function(*args)
-
-    for _ in range(2):  # compiles (compile provider), plans the FFTs, warms the allocator
-        run()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return run
-
-
-def test_frequency(benchmark, freq_case, bench_device, bench_time, reference_medians):
-    reason = benchmarking.provider_status(freq_case.provider, bench_device)
-    if reason is not None:
-        pytest.skip(reason)
-    start = time.perf_counter()
-    run = _build(freq_case, bench_device)
-    setup_s = time.perf_counter() - start
-    if bench_device.type == "cuda":
-
-        def timed():
-            run()
-            torch.cuda.synchronize()
-
-    else:
-        timed = run
-
-    calls, start = 0, time.perf_counter()
-    while calls < 2 or time.perf_counter() - start < ESTIMATE_S:
-        timed()
-        calls += 1
-    one_call = (time.perf_counter() - start) / calls
-    iterations = max(1, math.ceil(MIN_ROUND_S / one_call))
-    rounds = max(MIN_ROUNDS, math.ceil(bench_time / (one_call * iterations)))
-
-    bytes_moved = BYTES_PER_ELEMENT[(freq_case.op, freq_case.mode)] * math.prod(freq_case.shape)
-    benchmark.group = freq_case.group
-    benchmark.extra_info.update(
-        op=freq_case.op,
-        provider=freq_case.provider,
-        shape=str(freq_case.shape),
-        mode=freq_case.mode,
-        bytes_moved=bytes_moved,
-        setup_s=round(setup_s, 3),
-        **benchmarking.environment(bench_device),
+def test_frequency(case, bench_device, op_run, measure):
+    run, setup_s = op_run(getattr(frequency_ops, case.op), getattr(reference, case.op), lambda: _inputs(case, bench_device))
+    measure(
+        run,
+        setup_s=setup_s,
+        bytes_moved=BYTES_PER_ELEMENT[(case.op, case.mode)] * math.prod(case.shape),
+        extra_info=dict(op=case.op, provider=case.provider, shape=str(case.shape), mode=case.mode),
     )
-    benchmark.pedantic(timed, rounds=rounds, iterations=iterations)
-    if not benchmark.enabled:  # --benchmark-disable: the call ran once, as a smoke test
-        return
-
-    median = benchmark.stats.stats.median
-    throughput = benchmarking.throughput(bytes_moved, median, bench_device)
-    benchmark.extra_info.update({key: value for key, value in throughput.items() if value is not None})
-    peak = benchmarking.peak_memory(run, bench_device)
-    if peak is not None:
-        benchmark.extra_info["peak_mem_mb"] = peak / 2**20
-    if freq_case.provider == "reference":
-        reference_medians[freq_case.group] = median
-    elif freq_case.group in reference_medians:
-        benchmark.extra_info["speedup_vs_reference"] = reference_medians[freq_case.group] / median

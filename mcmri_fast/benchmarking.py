@@ -39,14 +39,17 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "DC_SHAPES",
     "MASK_KINDS",
+    "MODEL_SHAPES",
     "MODES",
     "PROVIDERS",
     "SIZES",
     "BuiltCase",
     "DCCase",
     "DCShape",
+    "ModelCase",
     "Timing",
     "build_data_consistency_case",
+    "build_model_case",
     "column_mask",
     "data_consistency_bytes",
     "data_consistency_cases",
@@ -54,6 +57,7 @@ __all__ = [
     "device_name",
     "environment",
     "measured_copy_bandwidth",
+    "model_cases",
     "peak_memory",
     "provider_status",
     "select",
@@ -358,6 +362,101 @@ def build_data_consistency_case(
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Whole models
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelCase:
+    """One model benchmark: a registered model (with configuration overrides) on images [B, 1, H, W].
+
+    Providers: the fused backends run the model with that backend forced; "reference" runs it with
+    every op on the reference backend (eager), "compile" is torch.compile(fullgraph=True) of that.
+    Modes: "fwd" a no-grad forward; "fwd+bwd" a training step without the optimiser (forward, the
+    model's own loss, the gradients of every parameter)."""
+
+    model: str
+    config: tuple  # (key, value) pairs of configuration overrides
+    shape: tuple
+    mode: str
+    provider: str
+
+    @property
+    def id(self) -> str:
+        config = ",".join(f"{k}={v}" for k, v in self.config)
+        return f"{self.model}{'[' + config + ']' if config else ''}-{'x'.join(map(str, self.shape))}-{self.mode}-{self.provider}"
+
+    @property
+    def group(self) -> str:
+        return self.id.rsplit("-", 1)[0]
+
+
+MODEL_SHAPES: dict[str, tuple] = {
+    "paper": tuple(("fsmnet", (), shape) for shape in ((1, 1, 240, 240), (4, 1, 240, 240), (4, 1, 320, 320))),
+    "small": (("fsmnet", (("channels", 8), ("heads", 2), ("resblocks", 1)), (1, 1, 32, 32)),),
+}
+
+
+def model_cases(size: str = "paper", providers: Iterable[str] = PROVIDERS, modes: Iterable[str] = MODES,
+                models: Iterable[str] | None = None) -> list[ModelCase]:
+    """The model cases of a size set, the providers innermost (the reference first in each group)."""
+    if size not in MODEL_SHAPES:
+        raise ValueError(f"size must be one of {', '.join(MODEL_SHAPES)}, got {size!r}")
+    providers, modes = tuple(providers), tuple(modes)
+    return [
+        ModelCase(model, config, shape, mode, provider)
+        for model, config, shape in MODEL_SHAPES[size]
+        if models is None or model in models
+        for mode in modes
+        for provider in providers
+    ]
+
+
+def build_model_case(case: ModelCase, device: torch.device | str, *, warmup: int = 1) -> tuple[Callable[[], None], float]:
+    """(run, setup seconds): run() performs one step of the case, warmed up `warmup` times (compiled,
+    for "compile"). Same weights (seed 0) and inputs for every provider."""
+    # imported here: the registry imports every model module, needed only when a model is benchmarked
+    from . import models
+    from .train import make_loss
+
+    device = torch.device(device)
+    reason = provider_status(case.provider, device)
+    if reason is not None:
+        raise BackendUnavailableError(f"provider {case.provider!r} is unavailable on {device}: {reason}")
+    _settle_host_allocator()
+    start = time.perf_counter()
+    torch.manual_seed(0)
+    model = models.build_model(case.model, **dict(case.config)).to(device)
+    loss_fn = make_loss(models.get_model_spec(case.model).loss)
+    generator = torch.Generator().manual_seed(0)
+    batch = {key: torch.randn(case.shape, generator=generator).to(device) for key in ("zero_filled", "reference", "target")}
+    backend = "reference" if case.provider in ("reference", "compile") else case.provider
+    forward = model
+    if case.provider == "compile":
+        torch._dynamo.reset()
+        with use_backend(backend):
+            forward = torch.compile(model, dynamic=False, fullgraph=True)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+
+    if case.mode == "fwd":
+
+        def run() -> None:
+            with use_backend(backend), torch.no_grad():
+                forward(batch)
+
+    else:
+
+        def run() -> None:
+            with use_backend(backend):
+                # autograd.grad: no accumulation into .grad between iterations
+                torch.autograd.grad(loss_fn(forward(batch), batch), parameters)
+
+    for _ in range(warmup):
+        run()
+    _synchronize(device)
+    return run, time.perf_counter() - start
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -108,6 +108,13 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice, usually the cores)"
     )
+    bench.add_argument(
+        "--model",
+        default=None,
+        metavar="NAME",
+        help="time this registered model instead (whole network: fused backends vs the reference ops, "
+        "the shapes of mcmri_fast.benchmarking.MODEL_SHAPES; a paper-size CPU step takes tens of seconds)",
+    )
     _add_workflow_commands(commands)
     return parser
 
@@ -164,6 +171,13 @@ def _info(args, parser=None) -> int:
             print(f"           backends: {', '.join(mcmri_fast.available_backends(device))}", file=out)
     else:
         print("  cuda     not available", file=out)
+
+    from . import models
+
+    print("models", file=out)
+    width = max(map(len, models.model_names()))
+    for name in models.model_names():
+        print(f"  {name:<{width}}  {models.get_model_spec(name).description}", file=out)
     return 0
 
 
@@ -191,6 +205,8 @@ def _bench(args, parser) -> int:
         else:
             report_skip("skipping provider %s: %s", provider, reason)
     modes = benchmarking.select(args.modes, benchmarking.MODES, "modes")
+    if args.model is not None:
+        return _bench_model(args, parser, device, providers, modes)
     masks = benchmarking.select(args.masks, benchmarking.MASK_KINDS, "masks")
     cases = benchmarking.data_consistency_cases(args.size, providers, masks, modes)
 
@@ -233,6 +249,53 @@ def _bench(args, parser) -> int:
 
     print(_header(env, device), file=sys.stdout)
     print(_table(rows, device.type == "cuda"), file=sys.stdout)
+    return 1 if failed else 0
+
+
+def _bench_model(args, parser, device: torch.device, providers: list[str], modes: tuple[str, ...]) -> int:
+    """`bench --model NAME`: each case's providers timed interleaved; a table of ms and speedups."""
+    from . import benchmarking
+
+    cases = benchmarking.model_cases(args.size, providers, modes, models=(args.model,))
+    if not cases:
+        known = sorted({model for model, _, _ in benchmarking.MODEL_SHAPES[args.size]})
+        parser.error(f"--model {args.model}: no benchmark cases; models with cases: {', '.join(known)}")
+    groups: dict[str, list] = {}
+    for case in cases:
+        groups.setdefault(case.group, []).append(case)
+    lines, failed = [], 0
+    for group in _progress(list(groups.values())):
+        runs = {}
+        for case in group:
+            try:
+                runs[case.provider], setup_s = benchmarking.build_model_case(case, device)
+            except Exception:  # one broken case must not discard the others' results: report it, go on
+                logger.error("case %s failed", case.id, exc_info=True)
+                failed += 1
+            else:
+                logger.info("%s: built and warmed in %.1f s", case.id, setup_s)
+        timings = benchmarking.time_interleaved(runs, device, min_run_time=args.min_run_time, min_rounds=3) if runs else {}
+        reference = timings.get("reference")
+        for case in group:
+            timing = timings.get(case.provider)
+            cells = [case.group, case.provider]
+            if timing is None:
+                cells += ["failed", "", ""]
+            else:
+                speedup = "-" if reference is None else f"{reference.median_s / timing.median_s:.2f}x"
+                peak = timing.peak_memory_bytes
+                cells += [f"{timing.median_s * 1e3:.1f}", speedup, "-" if peak is None else f"{peak / 2**20:.0f}"]
+            lines.append(cells)
+        del runs
+    env = benchmarking.environment(device)
+    print(_header(env, device).replace("# data_consistency", f"# model {args.model}"))
+    columns = ["case", "provider", "median ms", "speedup", "peak MB"]
+    widths = [max(len(columns[i]), *(len(line[i]) for line in lines)) for i in range(len(columns))]
+
+    def fmt(cells):
+        return "  ".join(c.rjust(w) if i >= 2 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    print("\n".join([fmt(columns), fmt(["-" * w for w in widths]), *map(fmt, lines)]))
     return 1 if failed else 0
 
 

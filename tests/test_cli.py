@@ -1,8 +1,11 @@
 import subprocess
 import sys
 
+import pytest
+
 import mcmri_fast
 from mcmri_fast import _native, benchmarking, cli
+from mcmri_fast.models import model_names
 
 
 def test_info_reports_versions_and_backends():
@@ -17,6 +20,20 @@ def test_info_reports_versions_and_backends():
     backends_lines = [line for line in out.splitlines() if "backends:" in line]
     assert backends_lines, out
     assert ", ".join(mcmri_fast.available_backends("cpu")) in backends_lines[0]
+    models = out.split("\nmodels\n", 1)[1].splitlines()
+    assert [line.split()[0] for line in models] == list(model_names())
+
+
+def test_bench_model_small_prints_interleaved_speedups(capsys):
+    args = ["bench", "--model", "fsmnet", "--size", "small", "--min-run-time", "0.01", "--providers", "reference", "cpu", "--modes", "fwd"]
+    assert cli.main(args) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("# model fsmnet")
+    rows = {line.split()[1]: line.split() for line in lines[3:]}
+    assert set(rows) == {"reference", "cpu"} and rows["cpu"][3].endswith("x")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bench", "--model", "nope", "--size", "small"])
+    assert exit_info.value.code == 2 and "no benchmark cases" in capsys.readouterr().err
 
 
 def test_bench_small_prints_table_with_speedup(capsys):

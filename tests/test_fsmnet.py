@@ -1,5 +1,8 @@
 """FSMNet: its size, the fused network against the same network on the reference backend, its loss,
 registry entry and workflows, torch.compile."""
+import contextlib
+from unittest import mock
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -7,6 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import mcmri_fast
 from mcmri_fast.models import build_model, get_model_spec
 from mcmri_fast.models.fsmnet import FSMNet, fsmnet_loss
+from mcmri_fast.nn import CMSFusion, FreqBlock, FSFusion
 from mcmri_fast.train import TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -14,6 +18,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # The parameters of the authors' network that take part in its forward pass, and its size at 240 x 240.
 PAPER_PARAMETERS = 13_799_848
 PAPER_GMACS_240 = 159
+# The blocks that run fused ops (the rest of the network is plain convolutions and activations).
+FUSED_BLOCKS = (FreqBlock, FSFusion, CMSFusion)
+FUSED_OPS = ("spectrum_to_polar", "polar_to_spectrum", "frequency_epilogue", "channel_attention", "gated_fusion")
 
 
 def _batch(shape, seed=0):
@@ -21,12 +28,11 @@ def _batch(shape, seed=0):
     return {key: torch.randn(shape, generator=g) for key in ("zero_filled", "reference", "target")}
 
 
-def _outputs_and_gradients(model, batch, backend):
+def _parameter_gradients(model, batch, backend):
     model.zero_grad(set_to_none=True)
     with mcmri_fast.use_backend(backend):
-        output = model(batch)
-        fsmnet_loss(output, batch).backward()
-    return output, {name: p.grad.clone() for name, p in model.named_parameters()}
+        fsmnet_loss(model(batch), batch).backward()
+    return {name: p.grad.clone() for name, p in model.named_parameters()}
 
 
 def test_paper_size():
@@ -44,28 +50,82 @@ def test_every_parameter_takes_part():
     torch.manual_seed(0)
     model = FSMNet(channels=16, heads=8)
     batch = _batch((1, 1, 16, 24))
-    _, gradients = _outputs_and_gradients(model, batch, "reference")
+    gradients = _parameter_gradients(model, batch, "reference")
     assert all(g.abs().sum() > 0 for g in gradients.values()), [n for n, g in gradients.items() if g.abs().sum() == 0]
+
+
+def _differentiable(value):
+    return isinstance(value, torch.Tensor) and (value.is_floating_point() or value.is_complex())
 
 
 @pytest.mark.parametrize("config,shape", [
     ({}, (1, 1, 240, 240)),
     ({"channels": 16, "heads": 8}, (2, 1, 56, 40)),
-    ({"channels": 8, "heads": 2, "resblocks": 1}, (1, 1, 24, 72)),
-], ids=["paper-1x1x240x240", "c16-2x1x56x40", "c8-1x1x24x72"])
+], ids=["paper-1x1x240x240", "c16-2x1x56x40"])
 def test_fused_network_matches_the_reference_backend(config, shape):
-    """The same weights and inputs: outputs and every parameter gradient of the fused ops (cpu backend)
-    against the reference ops, to float32 tolerance."""
+    """The network with fused ops (cpu backend) against the same network and weights on the reference
+    ops, fed the activations of the reference network's forward pass at every place:
+    * every block that runs fused ops (22 frequency blocks, 14 FS- and 10 CMS-fusions) gives the
+      reference's output;
+    * every fused op call (three per frequency block and per FS-fusion, one per CMS-fusion) gives the
+      reference's outputs and the same gradients of all its inputs (weights included) for a random
+      output gradient.
+    The rest of every parameter gradient is plain PyTorch (convolutions, activations, FFTs).
+
+    Place by place, because the network as a whole has no such tolerance: the phase angle(rfft2(·))
+    jumps by 2π where a spectrum value lies on the negative real axis, and the Nyquist bins of a real
+    feature map are real up to rounding, so their phase is ±π by the sign of rounding noise; |y| after
+    the inverse FFT likewise turns the gradient's sign on rounding where y is near 0. Any two float
+    implementations differ by ~1e-2 at the output: the reference against itself with 1 and with 2
+    threads does (0.0096 at 1x1x240x240), and so does float64.
+    """
     torch.manual_seed(0)
     model = FSMNet(**config)
-    batch = _batch(shape)
-    fused, fused_grads = _outputs_and_gradients(model, batch, "cpu")
-    reference, reference_grads = _outputs_and_gradients(model, batch, "reference")
-    for key in ("image", "frequency_image"):
-        torch.testing.assert_close(fused[key], reference[key], rtol=1e-4, atol=1e-4)
-    for name, grad in reference_grads.items():
-        scale = grad.abs().max().item() + 1e-12
-        torch.testing.assert_close(fused_grads[name] / scale, grad / scale, rtol=1e-3, atol=1e-3, msg=lambda m: f"{name}: {m}")
+    blocks, op_calls = [], []
+
+    def record_block(module, inputs, output):
+        blocks.append((module, tuple(t.detach() for t in inputs), output.detach()))
+
+    def recording(name, op):
+        def record(*args, **kwargs):
+            op_calls.append((name, tuple(a.detach() if _differentiable(a) else a for a in args), kwargs))
+            return op(*args, **kwargs)
+        return record
+
+    hooks = [m.register_forward_hook(record_block) for m in model.modules() if isinstance(m, FUSED_BLOCKS)]
+    with contextlib.ExitStack() as stack:
+        for name in FUSED_OPS:
+            stack.enter_context(mock.patch.object(mcmri_fast.ops, name, recording(name, getattr(mcmri_fast.ops, name))))
+        with mcmri_fast.use_backend("reference"), torch.no_grad():
+            model(_batch(shape))
+    for hook in hooks:
+        hook.remove()
+    assert len(blocks) == 22 + 14 + 10
+    assert len(op_calls) == 22 * 3 + 14 * 3 + 10  # FreqBlock: 3 ops; FS: 2 attentions and the gate; CMS: the gate
+
+    for index, (module, inputs, expected) in enumerate(blocks):
+        with mcmri_fast.use_backend("cpu"), torch.no_grad():
+            got = module(*inputs)
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5 * expected.abs().max().item(),
+                                   msg=lambda m: f"block {index} ({type(module).__name__}): {m}")
+
+    g = torch.Generator().manual_seed(1)
+    for index, (name, args, kwargs) in enumerate(op_calls):
+        results = {}
+        for backend in ("reference", "cpu"):
+            leaves = [a.clone().requires_grad_() if _differentiable(a) else a for a in args]
+            with mcmri_fast.use_backend(backend):
+                out = getattr(mcmri_fast.ops, name)(*leaves, **kwargs)
+            outs = out if isinstance(out, tuple) else (out,)
+            if backend == "reference":
+                grads_out = [torch.randn(o.shape, generator=g, dtype=o.dtype) for o in outs]
+            inputs = [leaf for leaf in leaves if _differentiable(leaf)]
+            results[backend] = ([o.detach() for o in outs], torch.autograd.grad(outs, inputs, grads_out))
+        (expected_outs, expected_grads), (got_outs, got_grads) = results["reference"], results["cpu"]
+        for i, (a, b) in enumerate(list(zip(got_outs, expected_outs)) + list(zip(got_grads, expected_grads))):
+            scale = b.abs().max().item() + 1e-12
+            torch.testing.assert_close(a / scale, b / scale, rtol=1e-4, atol=1e-5,
+                                       msg=lambda m: f"op call {index} ({name}), tensor {i}: {m}")
 
 
 def test_compile_fullgraph_on_cpu():

@@ -1,4 +1,15 @@
 """The public functional API: one module per op (validation, backend dispatch, custom-op registration)."""
+from .channel_attention import channel_attention
 from .data_consistency import data_consistency, dunsa_data_consistency
+from .frequency import frequency_epilogue, polar_to_spectrum, spectrum_to_polar
+from .gated_fusion import gated_fusion
 
-__all__ = ["data_consistency", "dunsa_data_consistency"]
+__all__ = [
+    "channel_attention",
+    "data_consistency",
+    "dunsa_data_consistency",
+    "frequency_epilogue",
+    "gated_fusion",
+    "polar_to_spectrum",
+    "spectrum_to_polar",
+]

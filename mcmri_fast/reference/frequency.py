@@ -34,9 +34,9 @@ def polar_to_spectrum(
     with the residuals of its amplitude and phase refinements)."""
     a = amplitude if amplitude_residual is None else amplitude + amplitude_residual
     p = phase if phase_residual is None else phase + phase_residual
-    real = a * torch.cos(p) + eps
-    imag = a * torch.sin(p) + eps
-    return torch.complex(real, imag) + eps
+    # FSMNet writes complex(a cos p + eps, a sin p + eps) + eps; the same number built in one step
+    # (a complex + real add also breaks Inductor's backward: "view ComplexFloat as Float").
+    return torch.complex(a * torch.cos(p) + 2 * eps, a * torch.sin(p) + eps)
 
 
 def frequency_epilogue(
