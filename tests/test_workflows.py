@@ -116,7 +116,7 @@ def test_unet_beats_zero_filling_on_the_builtin_test_split(tmp_path):
 def test_demo_runs_end_to_end(tmp_path, capsys):
     """`mcmri demo`, cut to one step per epoch: every registered model trained and evaluated, the
     tables printed, the results and panels written. (The full demo, as the README runs it, takes
-    about 2.5 minutes on 2 cores; its figures are in BENCHMARKS.md.)"""
+    about 6 minutes on 2 cores; its figures are in BENCHMARKS.md.)"""
     from mcmri_fast import models
 
     code, out, err = _run(["demo", "--out", str(tmp_path / "demo"), "--steps-per-epoch", "1"], capsys)
