@@ -100,7 +100,7 @@ class FSMNet(nn.Module):
         self.target_spatial = _Encoder(spatial_block, channels)
         self.frequency_decoder = _Decoder(frequency_block, channels)
         self.spatial_decoder = _Decoder(spatial_block, channels)
-        # after the head and after each level's second block (LEVELS + 1 places), per stream kind
+        # after the head and after the second block of each level and of the neck (LEVELS + 2 places)
         self.frequency_cms = nn.ModuleList(CMSFusion(channels) for _ in range(LEVELS + 2))
         self.spatial_cms = nn.ModuleList(CMSFusion(channels) for _ in range(LEVELS + 2))
         # after each block of the spatial target stream: 2 per encoder level, neck and decoder level
