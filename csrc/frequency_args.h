@@ -29,6 +29,21 @@ inline void check_real_of(const char* op, const char* name, const at::Tensor& t,
               op, ": ", name, " must be a real tensor of the spectrum's shape and precision on its device");
 }
 
+// The polar recombination's operands: amplitude (float32 or float64), phase and the optional residuals
+// all alike in shape, dtype and device.
+inline void check_polar_inputs(const char* op, const at::Tensor& amplitude, const at::Tensor& phase,
+                               const c10::optional<at::Tensor>& amplitude_residual,
+                               const c10::optional<at::Tensor>& phase_residual) {
+  check_real(op, "amplitude", amplitude);
+  check_same(op, "phase", phase, amplitude);
+  if (amplitude_residual.has_value()) check_same(op, "amplitude_residual", *amplitude_residual, amplitude);
+  if (phase_residual.has_value()) check_same(op, "phase_residual", *phase_residual, amplitude);
+}
+
+inline c10::optional<at::Tensor> contiguous(const c10::optional<at::Tensor>& t) {
+  return t.has_value() ? c10::optional<at::Tensor>(t->contiguous()) : c10::nullopt;
+}
+
 // The epilogue's operands: y [B, C, H, W], weight [Co, C], bias [Co] (optional), residual [B, Co, H, W],
 // all of y's dtype (float32 or float64) and device.
 inline void check_epilogue(const at::Tensor& y, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,

@@ -56,6 +56,7 @@ __all__ = [
     "default_device",
     "device_name",
     "environment",
+    "format_table",
     "measured_copy_bandwidth",
     "model_cases",
     "peak_memory",
@@ -610,6 +611,16 @@ def throughput(bytes_moved: int, seconds: float, device: torch.device | str) -> 
     gbps = bytes_moved / seconds / 1e9
     bandwidth = measured_copy_bandwidth(device)
     return {"gb_per_s": gbps, "pct_of_bandwidth": None if bandwidth is None else 100 * gbps * 1e9 / bandwidth}
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]], text_columns: int = 1) -> str:
+    """A plain-text table: the first `text_columns` columns left-aligned, the others (numbers) right-aligned."""
+    widths = [max([len(header[i])] + [len(row[i]) for row in rows]) for i in range(len(header))]
+
+    def line(cells):
+        return "  ".join(c.ljust(w) if i < text_columns else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
 def select(values: Sequence[str] | None, allowed: Sequence[str], what: str) -> tuple[str, ...]:

@@ -288,14 +288,8 @@ def _bench_model(args, parser, device: torch.device, providers: list[str], modes
             lines.append(cells)
         del runs
     env = benchmarking.environment(device)
-    print(_header(env, device).replace("# data_consistency", f"# model {args.model}"))
-    columns = ["case", "provider", "median ms", "speedup", "peak MB"]
-    widths = [max(len(columns[i]), *(len(line[i]) for line in lines)) for i in range(len(columns))]
-
-    def fmt(cells):
-        return "  ".join(c.rjust(w) if i >= 2 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-    print("\n".join([fmt(columns), fmt(["-" * w for w in widths]), *map(fmt, lines)]))
+    print(_header(env, device, title=f"model {args.model}"))
+    print(benchmarking.format_table(["case", "provider", "median ms", "speedup", "peak MB"], lines, text_columns=2))
     return 1 if failed else 0
 
 
@@ -316,17 +310,19 @@ def _progress(groups):
         yield group
 
 
-def _header(env: dict, device: torch.device) -> str:
+def _header(env: dict, device: torch.device, title: str = "data_consistency") -> str:
     parts = [f"device: {env['device']} ({device.type})", f"torch {env['torch']}"]
     parts.append(f"triton {env['triton'] or 'not installed'}")
     if device.type == "cuda":
         parts.append(f"CUDA {env['cuda']}, {env['capability']}")
     else:
         parts.append(f"{env['threads']} threads")
-    return "# data_consistency: " + "; ".join(parts)
+    return f"# {title}: " + "; ".join(parts)
 
 
 def _table(rows, cuda: bool) -> str:
+    from . import benchmarking
+
     columns = ["shape", "mask", "mode", "provider", "median ms", "speedup", "GB/s"]
     if cuda:
         columns += ["% bw", "peak MB"]
@@ -346,13 +342,7 @@ def _table(rows, cuda: bool) -> str:
                 peak = timing.peak_memory_bytes
                 line += ["-" if pct is None else f"{pct:.1f}", "-" if peak is None else f"{peak / 2**20:.1f}"]
         lines.append(line)
-    widths = [max(len(columns[i]), *(len(line[i]) for line in lines)) if lines else len(columns[i]) for i in range(len(columns))]
-    numeric = set(range(4, len(columns)))
-
-    def fmt(cells):
-        return "  ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-    return "\n".join([fmt(columns), fmt(["-" * w for w in widths]), *map(fmt, lines)])
+    return benchmarking.format_table(columns, lines, text_columns=4)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -49,12 +49,6 @@ def _time_data_consistency(device: torch.device) -> list[dict]:
     ]
 
 
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
-    line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
-    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
-
-
 def run_demo(out_dir: str | Path = "demo", *, steps_per_epoch: int | None = None, device: str = "auto", progress: bool = True) -> dict:
     """Runs the demo, writes `<out_dir>/results.json` and `<out_dir>/results.md`, the runs under
     `<out_dir>/runs/<model>` and the evaluations (metrics.csv, summary.json, panels/) under
@@ -102,9 +96,9 @@ def run_demo(out_dir: str | Path = "demo", *, steps_per_epoch: int | None = None
         metrics = entry["eval"]["metrics"]
         metric_rows.append([name] + [f"{metrics[m]['mean']:.4f} ± {metrics[m]['std']:.4f}" for m in ("psnr", "ssim", "nmse")]
                            + [f"{entry['eval']['time_per_slice_ms']:.1f}"])
-    model_table = _table(metric_rows, ["model", "PSNR (dB)", "SSIM", "NMSE", "ms/slice"])
-    op_table = _table([[r["op"], r["shape"], r["mask"], r["mode"], r["provider"], f"{r['ms']:.3f}", f"{r['speedup']:.2f}x"] for r in results["ops"]],
-                      ["op", "shape", "mask", "mode", "provider", "ms", "speedup"])
+    model_table = benchmarking.format_table(["model", "PSNR (dB)", "SSIM", "NMSE", "ms/slice"], metric_rows)
+    op_rows = [[r["op"], r["shape"], r["mask"], r["mode"], r["provider"], f"{r['ms']:.3f}", f"{r['speedup']:.2f}x"] for r in results["ops"]]
+    op_table = benchmarking.format_table(["op", "shape", "mask", "mode", "provider", "ms", "speedup"], op_rows)
     text = (f"# mcmri demo on the builtin dataset ({results['device']}, {results['total_s']:.0f} s)\n\n"
             f"Test split, T2 target with a T1 reference, random 4x mask (cf 0.08), fastMRI metrics per volume:\n\n"
             f"{model_table}\n\nFused ops against the eager reference (interleaved timing):\n\n{op_table}\n")

@@ -40,22 +40,9 @@ const scalar_t* optional_data(const c10::optional<at::Tensor>& t) {
   return t.has_value() ? t->const_data_ptr<scalar_t>() : nullptr;
 }
 
-c10::optional<at::Tensor> contiguous(const c10::optional<at::Tensor>& t) {
-  return t.has_value() ? c10::optional<at::Tensor>(t->contiguous()) : c10::nullopt;
-}
-
 void check_optional_real_of(const char* op, const char* name, const c10::optional<at::Tensor>& t,
                             const at::Tensor& spectrum) {
   if (t.has_value()) frequency::check_real_of(op, name, *t, spectrum);
-}
-
-void check_polar_inputs(const char* op, const at::Tensor& amplitude, const at::Tensor& phase,
-                        const c10::optional<at::Tensor>& amplitude_residual,
-                        const c10::optional<at::Tensor>& phase_residual) {
-  frequency::check_real(op, "amplitude", amplitude);
-  frequency::check_same(op, "phase", phase, amplitude);
-  if (amplitude_residual.has_value()) frequency::check_same(op, "amplitude_residual", *amplitude_residual, amplitude);
-  if (phase_residual.has_value()) frequency::check_same(op, "phase_residual", *phase_residual, amplitude);
 }
 
 }  // namespace
@@ -86,8 +73,8 @@ at::Tensor freq_spectrum_to_polar_backward(const at::Tensor& spectrum_in,
   check_optional_real_of(op, "grad_amplitude", grad_amplitude_in, spectrum_in);
   check_optional_real_of(op, "grad_phase", grad_phase_in, spectrum_in);
   const auto spectrum = spectrum_in.resolve_conj().contiguous();
-  const auto grad_amplitude = contiguous(grad_amplitude_in);  // a stride-0 gradient is materialised here
-  const auto grad_phase = contiguous(grad_phase_in);
+  const auto grad_amplitude = frequency::contiguous(grad_amplitude_in);  // a stride-0 gradient is materialised here
+  const auto grad_phase = frequency::contiguous(grad_phase_in);
   auto grad_spectrum = at::empty(spectrum.sizes(), spectrum.options());
   AT_DISPATCH_FLOATING_TYPES(c10::toRealValueType(spectrum.scalar_type()), "freq_spectrum_to_polar_backward_cpu", [&] {
     const auto& k = kernels<scalar_t>();
@@ -105,9 +92,9 @@ at::Tensor freq_spectrum_to_polar_backward(const at::Tensor& spectrum_in,
 at::Tensor freq_polar_to_spectrum(const at::Tensor& amplitude_in, const at::Tensor& phase_in,
                                   const c10::optional<at::Tensor>& amplitude_residual_in,
                                   const c10::optional<at::Tensor>& phase_residual_in, double eps) {
-  check_polar_inputs("polar_to_spectrum", amplitude_in, phase_in, amplitude_residual_in, phase_residual_in);
+  frequency::check_polar_inputs("polar_to_spectrum", amplitude_in, phase_in, amplitude_residual_in, phase_residual_in);
   const auto amplitude = amplitude_in.contiguous(), phase = phase_in.contiguous();
-  const auto amplitude_residual = contiguous(amplitude_residual_in), phase_residual = contiguous(phase_residual_in);
+  const auto amplitude_residual = frequency::contiguous(amplitude_residual_in), phase_residual = frequency::contiguous(phase_residual_in);
   auto spectrum = at::empty(amplitude.sizes(), amplitude.options().dtype(c10::toComplexType(amplitude.scalar_type())));
   AT_DISPATCH_FLOATING_TYPES(amplitude.scalar_type(), "freq_polar_to_spectrum_cpu", [&] {
     const auto& k = kernels<scalar_t>();
@@ -127,12 +114,12 @@ std::tuple<at::Tensor, at::Tensor> freq_polar_to_spectrum_backward(
     const at::Tensor& grad_in, const at::Tensor& amplitude_in, const at::Tensor& phase_in,
     const c10::optional<at::Tensor>& amplitude_residual_in, const c10::optional<at::Tensor>& phase_residual_in) {
   const char* op = "polar_to_spectrum_backward";
-  check_polar_inputs(op, amplitude_in, phase_in, amplitude_residual_in, phase_residual_in);
+  frequency::check_polar_inputs(op, amplitude_in, phase_in, amplitude_residual_in, phase_residual_in);
   frequency::check_complex(op, grad_in);
   frequency::check_real_of(op, "amplitude", amplitude_in, grad_in);
   const auto grad = grad_in.resolve_conj().contiguous();
   const auto amplitude = amplitude_in.contiguous(), phase = phase_in.contiguous();
-  const auto amplitude_residual = contiguous(amplitude_residual_in), phase_residual = contiguous(phase_residual_in);
+  const auto amplitude_residual = frequency::contiguous(amplitude_residual_in), phase_residual = frequency::contiguous(phase_residual_in);
   auto grad_amplitude = at::empty(amplitude.sizes(), amplitude.options());
   auto grad_phase = at::empty(amplitude.sizes(), amplitude.options());
   AT_DISPATCH_FLOATING_TYPES(amplitude.scalar_type(), "freq_polar_to_spectrum_backward_cpu", [&] {
@@ -184,7 +171,7 @@ std::tuple<at::Tensor, at::Tensor> freq_epilogue(const at::Tensor& y_in, const a
   // Detached: the GEMMs run on intra-op worker threads, where the caller's disabled autograd does not
   // reach, and ATen's out= variants refuse inputs that require gradients.
   const auto y = y_in.contiguous(), weight = weight_in.detach().contiguous(), residual = residual_in.contiguous();
-  const auto bias = bias_in.has_value() ? c10::optional<at::Tensor>(bias_in->contiguous()) : c10::nullopt;
+  const auto bias = frequency::contiguous(bias_in);
   const int64_t B = y.size(0), C = y.size(1), Co = weight.size(0), H = y.size(2), W = y.size(3), N = H * W;
   auto out = at::empty({B, Co, H, W}, y.options());
   // The finite mask of the pre-cleanup value, for the backward (g' = g where it was finite). A bool per

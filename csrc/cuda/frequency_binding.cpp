@@ -39,21 +39,15 @@ const scalar_t* optional_data(const c10::optional<at::Tensor>& t) {
   return t.has_value() ? t->const_data_ptr<scalar_t>() : nullptr;
 }
 
-c10::optional<at::Tensor> contiguous(const c10::optional<at::Tensor>& t) {
-  return t.has_value() ? c10::optional<at::Tensor>(t->contiguous()) : c10::nullopt;
-}
-
 void check_cuda(const char* op, const at::Tensor& t) {
   TORCH_CHECK(t.is_cuda(), op, ": expected CUDA tensors, got ", t.device());
 }
 
+// The shared checks, and CUDA tensors (the others match the amplitude's device).
 void check_polar_inputs(const char* op, const at::Tensor& amplitude, const at::Tensor& phase,
                         const c10::optional<at::Tensor>& amplitude_residual,
                         const c10::optional<at::Tensor>& phase_residual) {
-  frequency::check_real(op, "amplitude", amplitude);
-  frequency::check_same(op, "phase", phase, amplitude);
-  if (amplitude_residual.has_value()) frequency::check_same(op, "amplitude_residual", *amplitude_residual, amplitude);
-  if (phase_residual.has_value()) frequency::check_same(op, "phase_residual", *phase_residual, amplitude);
+  frequency::check_polar_inputs(op, amplitude, phase, amplitude_residual, phase_residual);
   check_cuda(op, amplitude);
 }
 
@@ -86,8 +80,8 @@ at::Tensor freq_spectrum_to_polar_backward(const at::Tensor& spectrum_in,
   check_cuda(op, spectrum_in);
   c10::cuda::CUDAGuard guard(spectrum_in.device());
   const auto spectrum = spectrum_in.resolve_conj().contiguous();
-  const auto grad_amplitude = contiguous(grad_amplitude_in);  // a stride-0 gradient is materialised here
-  const auto grad_phase = contiguous(grad_phase_in);
+  const auto grad_amplitude = frequency::contiguous(grad_amplitude_in);  // a stride-0 gradient is materialised here
+  const auto grad_phase = frequency::contiguous(grad_phase_in);
   auto grad_spectrum = at::empty(spectrum.sizes(), spectrum.options());
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(c10::toRealValueType(spectrum.scalar_type()), "freq_spectrum_to_polar_backward_cuda", [&] {
@@ -104,7 +98,7 @@ at::Tensor freq_polar_to_spectrum(const at::Tensor& amplitude_in, const at::Tens
   check_polar_inputs("polar_to_spectrum", amplitude_in, phase_in, amplitude_residual_in, phase_residual_in);
   c10::cuda::CUDAGuard guard(amplitude_in.device());
   const auto amplitude = amplitude_in.contiguous(), phase = phase_in.contiguous();
-  const auto amplitude_residual = contiguous(amplitude_residual_in), phase_residual = contiguous(phase_residual_in);
+  const auto amplitude_residual = frequency::contiguous(amplitude_residual_in), phase_residual = frequency::contiguous(phase_residual_in);
   auto spectrum = at::empty(amplitude.sizes(), amplitude.options().dtype(c10::toComplexType(amplitude.scalar_type())));
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(amplitude.scalar_type(), "freq_polar_to_spectrum_cuda", [&] {
@@ -126,7 +120,7 @@ std::tuple<at::Tensor, at::Tensor> freq_polar_to_spectrum_backward(
   c10::cuda::CUDAGuard guard(amplitude_in.device());
   const auto grad = grad_in.resolve_conj().contiguous();
   const auto amplitude = amplitude_in.contiguous(), phase = phase_in.contiguous();
-  const auto amplitude_residual = contiguous(amplitude_residual_in), phase_residual = contiguous(phase_residual_in);
+  const auto amplitude_residual = frequency::contiguous(amplitude_residual_in), phase_residual = frequency::contiguous(phase_residual_in);
   auto grad_amplitude = at::empty(amplitude.sizes(), amplitude.options());
   auto grad_phase = at::empty(amplitude.sizes(), amplitude.options());
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -154,7 +148,7 @@ std::tuple<at::Tensor, at::Tensor> freq_epilogue(const at::Tensor& y_in, const a
   const std::vector<int64_t> finite_shape =
       keep_mask ? std::vector<int64_t>{B, Co, y.size(2), y.size(3)} : std::vector<int64_t>{0};
   auto finite = at::empty(finite_shape, y.options().dtype(at::kBool));
-  const auto bias = bias_in.has_value() ? c10::optional<at::Tensor>(bias_in->contiguous()) : c10::nullopt;
+  const auto bias = frequency::contiguous(bias_in);
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "freq_epilogue_cuda", [&] {
     C10_CUDA_CHECK(launch_epilogue_cleanup(

@@ -79,8 +79,7 @@ def channel_attention(
     _validate(q, k, v, temperature, heads, normalize)
     backend = _select(q.device)
     if backend == "reference":
-        # In q's dtype: the reference multiplies its attention by v, which takes one dtype.
-        return reference.channel_attention(q, k, v, temperature.to(q.dtype), heads, normalize)
+        return reference.channel_attention(q, k, v, temperature, heads, normalize)
     B, Cq = q.shape[:2]
     N = math.prod(q.shape[2:])
     # [B, C, N] contiguous: the kernels read each head as a [d, N] block of rows.

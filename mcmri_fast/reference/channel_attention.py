@@ -37,6 +37,8 @@ def channel_attention(
     if normalize:
         qh = F.normalize(qh, dim=-1, eps=NORM_EPS)
         kh = F.normalize(kh, dim=-1, eps=NORM_EPS)
-    attn = (qh @ kh.transpose(-2, -1)) * temperature.reshape(1, heads, 1, 1)
+    scores = qh @ kh.transpose(-2, -1)
+    # in the scores' dtype: a float32 temperature must not promote half-precision scores past V's dtype
+    attn = scores * temperature.reshape(1, heads, 1, 1).to(scores.dtype)
     out = attn.softmax(dim=-1) @ vh
     return out.reshape(B, Cq, *spatial)
