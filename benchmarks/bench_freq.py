@@ -13,6 +13,7 @@ a fused pass must move), peak memory on CUDA, the speedup over the reference mea
 the device and the versions.
 """
 import dataclasses
+import functools
 import math
 
 import torch
@@ -92,8 +93,18 @@ def _inputs(case: FreqCase, device: torch.device):
     return (y, weight, bias, residual), (real(B, C, H, W),)
 
 
+def _ops(case: FreqCase):
+    """(fused, reference) callables of the case; spectrum_to_polar as FreqBlock calls it, on the half
+    spectrum of an even-width signal (W//2 + 1 = 121 columns: W = 240)."""
+    fused, ref = getattr(frequency_ops, case.op), getattr(reference, case.op)
+    if case.op == "spectrum_to_polar":
+        width = 2 * (case.shape[-1] - 1)
+        return functools.partial(fused, signal_width=width), functools.partial(ref, signal_width=width)
+    return fused, ref
+
+
 def test_frequency(case, bench_device, op_run, measure):
-    run, setup_s = op_run(getattr(frequency_ops, case.op), getattr(reference, case.op), lambda: _inputs(case, bench_device))
+    run, setup_s = op_run(*_ops(case), lambda: _inputs(case, bench_device))
     measure(
         run,
         setup_s=setup_s,

@@ -4,6 +4,8 @@
 #pragma once
 #include <torch/extension.h>
 
+#include "frequency_bins.h"
+
 namespace mcmri_fast::frequency {
 
 inline void check_same(const char* op, const char* name, const at::Tensor& t, const at::Tensor& like) {
@@ -20,6 +22,17 @@ inline void check_real(const char* op, const char* name, const at::Tensor& t) {
 inline void check_complex(const char* op, const at::Tensor& spectrum) {
   TORCH_CHECK(spectrum.scalar_type() == at::kComplexFloat || spectrum.scalar_type() == at::kComplexDouble, op,
               ": spectrum must be complex64 or complex128, got ", spectrum.scalar_type());
+}
+
+// The self-conjugate bins to treat as real (none without a signal width); the spectrum's last size must
+// be signal_width / 2 + 1.
+inline SelfConjugateBins check_signal_width(const char* op, const at::Tensor& spectrum,
+                                            c10::optional<int64_t> signal_width) {
+  if (!signal_width.has_value()) return {};
+  TORCH_CHECK(spectrum.dim() >= 2 && *signal_width >= 1 && spectrum.size(-1) == *signal_width / 2 + 1, op,
+              ": the spectrum's last size must be signal_width / 2 + 1 = ", *signal_width / 2 + 1, ", got spectrum ",
+              spectrum.sizes());
+  return self_conjugate_bins(spectrum.size(-2), *signal_width);
 }
 
 // The real tensor matching a complex one (its dtype's real type, same shape and device).

@@ -11,9 +11,12 @@
 
 TORCH_LIBRARY_FRAGMENT(mcmri_fast, m) {
   // (|z|, atan2(Im z, Re z)) of a complex tensor; backward: grad_z = (z/|z|)(g_a + i g_p/|z|), 0 at z = 0,
-  // an absent gradient counting as zero.
-  m.def("freq_spectrum_to_polar(Tensor spectrum) -> (Tensor, Tensor)");
-  m.def("freq_spectrum_to_polar_backward(Tensor spectrum, Tensor? grad_amplitude, Tensor? grad_phase) -> Tensor");
+  // an absent gradient counting as zero. With signal_width, Im z counts as +0 at the self-conjugate bins
+  // of the rfft2 half spectrum (csrc/frequency_bins.h) and gets no gradient there.
+  m.def("freq_spectrum_to_polar(Tensor spectrum, int? signal_width) -> (Tensor, Tensor)");
+  m.def(
+      "freq_spectrum_to_polar_backward(Tensor spectrum, Tensor? grad_amplitude, Tensor? grad_phase, "
+      "int? signal_width) -> Tensor");
   // z = a cos p + 2 eps + i (a sin p + eps), a = amplitude (+ amplitude_residual), p = phase (+ phase_residual);
   // backward: (grad_a, grad_p) = (g_re cos p + g_im sin p, a (g_im cos p - g_re sin p)), the residuals' too.
   m.def(

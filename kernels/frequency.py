@@ -4,7 +4,8 @@ it on the CPU). The launchers below have the names and semantics that mcmri_fast
 calls for every fused backend.
 
 * spectrum_to_polar: (|z|, atan2(Im z, Re z)) over a flat complex buffer; backward
-  grad_z = (z/|z|)(g_a + i g_p/|z|), 0 at z == 0.
+  grad_z = (z/|z|)(g_a + i g_p/|z|), 0 at z == 0. Given the signal width, Im z counts as +0 at the
+  self-conjugate bins of the rfft2 half spectrum, and gets no gradient there.
 * polar_to_spectrum: z = a cos p + 2 eps + i (a sin p + eps) with the residual adds fused; backward
   (grad_a, grad_p) = (g_re cos p + g_im sin p, a (g_im cos p − g_re sin p)).
 * epilogue: out = nan_to_num(W |y| + bias + residual) in one kernel: a program owns a
@@ -76,22 +77,38 @@ def _complex_offsets(offs):
 
 
 @triton.jit
-def _spectrum_to_polar_fwd_kernel(z_ptr, amplitude_ptr, phase_ptr, n, IS_FP64: tl.constexpr, BLOCK: tl.constexpr):
+def _self_conjugate(offs, rows, cols, nyquist_row, nyquist_col):
+    """Whether flat elements offs of a contiguous [..., rows, cols] half spectrum are self-conjugate bins
+    (csrc/frequency_bins.h; nyquist_row / nyquist_col are −1 where there is none)."""
+    col = offs % cols
+    row = (offs // cols) % rows
+    return ((row == 0) | (row == nyquist_row)) & ((col == 0) | (col == nyquist_col))
+
+
+@triton.jit
+def _spectrum_to_polar_fwd_kernel(z_ptr, amplitude_ptr, phase_ptr, n, rows, cols, nyquist_row, nyquist_col,
+                                  REAL_SIGNAL: tl.constexpr, IS_FP64: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     inside = offs < n
     re, im = tl.split(tl.load(z_ptr + _complex_offsets(offs), mask=inside[:, None], other=0.0))
+    if REAL_SIGNAL:
+        im = tl.where(_self_conjugate(offs, rows, cols, nyquist_row, nyquist_col), 0.0, im)
     tl.store(amplitude_ptr + offs, tl.sqrt(re * re + im * im), mask=inside)
     tl.store(phase_ptr + offs, _atan2(im, re, IS_FP64), mask=inside)
 
 
 @triton.jit
 def _spectrum_to_polar_bwd_kernel(z_ptr, grad_amplitude_ptr, grad_phase_ptr, grad_z_ptr, n,
+                                  rows, cols, nyquist_row, nyquist_col, REAL_SIGNAL: tl.constexpr,
                                   HAS_GRAD_AMPLITUDE: tl.constexpr, HAS_GRAD_PHASE: tl.constexpr,
                                   BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     inside = offs < n
     z_offs = _complex_offsets(offs)
     re, im = tl.split(tl.load(z_ptr + z_offs, mask=inside[:, None], other=0.0))
+    if REAL_SIGNAL:
+        at_bin = _self_conjugate(offs, rows, cols, nyquist_row, nyquist_col)
+        im = tl.where(at_bin, 0.0, im)
     r2 = re * re + im * im
     at_zero = r2 == 0
     safe_r2 = tl.where(at_zero, 1.0, r2)
@@ -103,6 +120,8 @@ def _spectrum_to_polar_bwd_kernel(z_ptr, grad_amplitude_ptr, grad_phase_ptr, gra
         t = tl.load(grad_phase_ptr + offs, mask=inside, other=0.0) / safe_r2
     g_re = tl.where(at_zero, 0.0, s * re - t * im)
     g_im = tl.where(at_zero, 0.0, s * im + t * re)
+    if REAL_SIGNAL:
+        g_im = tl.where(at_bin, 0.0, g_im)  # the discarded imaginary part gets no gradient
     tl.store(grad_z_ptr + z_offs, tl.join(g_re, g_im), mask=inside[:, None])
 
 
@@ -270,22 +289,36 @@ def _contiguous(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t.contiguous()
 
 
-def spectrum_to_polar(spectrum: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _self_conjugate_bins(op: str, spectrum: torch.Tensor, signal_width: int | None) -> dict:
+    """The kernels' arguments locating the self-conjugate bins (csrc/frequency_bins.h)."""
+    if signal_width is None:
+        return dict(rows=1, cols=1, nyquist_row=-1, nyquist_col=-1, REAL_SIGNAL=False)
+    _check(spectrum.dim() >= 2 and signal_width >= 1 and spectrum.shape[-1] == signal_width // 2 + 1, op,
+           ": the spectrum's last size must be signal_width / 2 + 1 = ", signal_width // 2 + 1, ", got spectrum ",
+           tuple(spectrum.shape))
+    height = spectrum.shape[-2]
+    return dict(rows=max(height, 1), cols=signal_width // 2 + 1, nyquist_row=height // 2 if height % 2 == 0 else -1,
+                nyquist_col=signal_width // 2 if signal_width % 2 == 0 else -1, REAL_SIGNAL=True)
+
+
+def spectrum_to_polar(spectrum: torch.Tensor, signal_width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     _check_complex("spectrum_to_polar", spectrum)
+    bins = _self_conjugate_bins("spectrum_to_polar", spectrum, signal_width)
     z = torch.view_as_real(spectrum.resolve_conj().contiguous())
     amplitude = torch.empty(spectrum.shape, dtype=z.dtype, device=z.device)
     phase = torch.empty_like(amplitude)
     if amplitude.numel():
         _spectrum_to_polar_fwd_kernel[_grid(amplitude.numel())](
-            z, amplitude, phase, amplitude.numel(), IS_FP64=z.dtype == torch.float64, BLOCK=_BLOCK,
+            z, amplitude, phase, amplitude.numel(), **bins, IS_FP64=z.dtype == torch.float64, BLOCK=_BLOCK,
             num_warps=_NUM_WARPS,
         )
     return amplitude, phase
 
 
-def spectrum_to_polar_backward(spectrum, grad_amplitude, grad_phase) -> torch.Tensor:
+def spectrum_to_polar_backward(spectrum, grad_amplitude, grad_phase, signal_width: int | None = None) -> torch.Tensor:
     op = "spectrum_to_polar_backward"
     _check_complex(op, spectrum)
+    bins = _self_conjugate_bins(op, spectrum, signal_width)
     _check_real_of(op, "grad_amplitude", grad_amplitude, spectrum)
     _check_real_of(op, "grad_phase", grad_phase, spectrum)
     spectrum = spectrum.resolve_conj().contiguous()
@@ -296,7 +329,7 @@ def spectrum_to_polar_backward(spectrum, grad_amplitude, grad_phase) -> torch.Te
         z = torch.view_as_real(spectrum)
         _spectrum_to_polar_bwd_kernel[_grid(n)](
             z, grad_amplitude if grad_amplitude is not None else z, grad_phase if grad_phase is not None else z,
-            torch.view_as_real(grad_spectrum), n,
+            torch.view_as_real(grad_spectrum), n, **bins,
             HAS_GRAD_AMPLITUDE=grad_amplitude is not None, HAS_GRAD_PHASE=grad_phase is not None,
             BLOCK=_BLOCK, num_warps=_NUM_WARPS,
         )

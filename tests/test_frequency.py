@@ -54,10 +54,10 @@ def _spectrum(shape, dtype=torch.complex64, device="cpu", seed=0):
 # spectrum_to_polar
 
 
-def _run_polar(backend, z, grad_amplitude, grad_phase):
+def _run_polar(backend, z, grad_amplitude, grad_phase, signal_width=None):
     z = z.detach().clone().requires_grad_()
     with mcmri_fast.use_backend(backend):
-        amplitude, phase = spectrum_to_polar(z)
+        amplitude, phase = spectrum_to_polar(z, signal_width=signal_width)
     (grad,) = torch.autograd.grad((amplitude, phase), z, (grad_amplitude, grad_phase))
     return amplitude, phase, grad
 
@@ -76,6 +76,41 @@ def test_spectrum_to_polar_matches_reference(backend, device, shape):
     assert (got[2][z == 0] == 0).all()
     negative_zero = (z.real < 0) & (z.imag == 0) & torch.signbit(z.imag)
     assert negative_zero.any() and (got[1][negative_zero] < 0).all()  # atan2(−0, x < 0) = −π
+
+
+def test_self_conjugate_mask_is_where_rfft2_is_real():
+    """The mask marks exactly the bins where rfft2 of a real signal is real (float64: exact zeros apart
+    from rounding), for every parity of height and width."""
+    for height, width in ((6, 8), (5, 7), (6, 7), (5, 8), (1, 1), (2, 2)):
+        x = torch.randn(3, height, width, dtype=torch.float64, generator=torch.Generator().manual_seed(height * width))
+        real_bins = (torch.fft.rfft2(x).imag.abs() < 1e-12).all(0)
+        assert torch.equal(reference.frequency.self_conjugate_mask(height, width), real_bins), (height, width)
+
+
+@pytest.mark.parametrize("backend,device", FUSED + [pytest.param("reference", "cpu", id="reference")])
+@pytest.mark.parametrize("height,width", [(6, 8), (5, 7), (6, 7), (5, 8)])
+def test_spectrum_to_polar_self_conjugate_bins(backend, device, height, width):
+    """With signal_width, the imaginary parts at the self-conjugate bins of an rfft2 half spectrum count
+    as +0 (here noise of either sign, the real parts negative and positive): the phase there is 0 or π
+    by the sign of the real part, and no gradient reaches the imaginary part. Elsewhere nothing changes."""
+    _require(backend, device)
+    g = torch.Generator().manual_seed(height + width)
+    z = torch.fft.rfft2(torch.randn(2, 3, height, width, generator=g))
+    bins = reference.frequency.self_conjugate_mask(height, width)
+    noise = 1e-6 * torch.randn(z.shape, generator=g)
+    sign = torch.where(torch.rand(z.shape, generator=g) < 0.5, -1.0, 1.0)
+    z = torch.where(bins, torch.complex(sign * (z.real.abs() + 0.5), noise), z).to(device)
+    grads = [torch.randn(z.shape, generator=g).to(device) for _ in range(2)]
+    amplitude, phase, grad = _run_polar(backend, z, *grads, signal_width=width)
+    torch.testing.assert_close(phase[..., bins].cpu(), torch.where(sign < 0, torch.pi, 0.0)[..., bins])
+    torch.testing.assert_close(amplitude[..., bins], z.real[..., bins].abs())
+    assert (grad.imag[..., bins] == 0).all()
+    torch.testing.assert_close(grad.real[..., bins], (grads[0] * torch.sign(z.real))[..., bins])
+    plain = _run_polar(backend, z, *grads)
+    for got, expected in zip((amplitude, phase, grad), plain):
+        torch.testing.assert_close(got[..., ~bins], expected[..., ~bins], atol=0, rtol=0)
+    expected = _run_polar("reference", z.to(torch.complex128), *(t.double() for t in grads), signal_width=width)
+    _assert_close((amplitude, phase, grad), expected, atol=2e-5, names=("amplitude", "phase", "grad_spectrum"))
 
 
 @pytest.mark.parametrize("backend,device", FUSED)
@@ -263,6 +298,7 @@ def test_reference_gradcheck():
     # Away from 0 (|z| is not differentiable there) and the branch cut of the phase.
     z = torch.randn(1, 2, 3, 4, dtype=torch.complex128, generator=torch.Generator().manual_seed(8)).requires_grad_()
     assert torch.autograd.gradcheck(lambda z: reference.spectrum_to_polar(z), (z,))
+    assert torch.autograd.gradcheck(lambda z: reference.spectrum_to_polar(z, 6), (z,))
     (a, p, ar, pr), _ = _polar_inputs((1, 2, 3, 4), (True, True), dtype=torch.float64, seed=9)
     assert torch.autograd.gradcheck(reference.polar_to_spectrum, tuple(t.requires_grad_() for t in (a, p, ar, pr)))
     (y, w, b, r), _ = _epilogue_inputs((1, 3, 2, 3, 4), dtype=torch.float64, seed=10)
@@ -285,6 +321,7 @@ def test_fused_gradcheck(backend, device):
     z = torch.randn(1, 2, 3, 4, dtype=torch.complex128, generator=torch.Generator().manual_seed(8))
     z = z.to(device).requires_grad_()
     assert torch.autograd.gradcheck(forced(spectrum_to_polar), (z,))
+    assert torch.autograd.gradcheck(forced(lambda z: spectrum_to_polar(z, signal_width=6)), (z,))
     (a, p, ar, pr), _ = _polar_inputs((1, 2, 3, 4), (True, True), dtype=torch.float64, device=device, seed=9)
     assert torch.autograd.gradcheck(forced(polar_to_spectrum), tuple(t.requires_grad_() for t in (a, p, ar, pr)))
     (y, w, b, r), _ = _epilogue_inputs((1, 3, 2, 3, 4), dtype=torch.float64, device=device, seed=10)
@@ -298,9 +335,10 @@ def test_opcheck(backend, device):
     ops = torch.ops.mcmri_fast
     z = _spectrum((2, 3, 4, 5), device=device, seed=11)
     g = torch.randn(2, 3, 4, 5, device=device)
-    torch.library.opcheck(ops.spectrum_to_polar.default, (z.requires_grad_(), backend))
-    torch.library.opcheck(ops.spectrum_to_polar_backward.default, (z.detach(), g, None, backend))
-    torch.library.opcheck(ops.spectrum_to_polar_backward.default, (z.detach(), g, g.clone(), backend))
+    for width in (None, 8, 9):
+        torch.library.opcheck(ops.spectrum_to_polar.default, (z.detach().requires_grad_(), width, backend))
+        torch.library.opcheck(ops.spectrum_to_polar_backward.default, (z.detach(), g, None, width, backend))
+        torch.library.opcheck(ops.spectrum_to_polar_backward.default, (z.detach(), g, g.clone(), width, backend))
     (a, p, ar, pr), grad = _polar_inputs((2, 3, 4, 5), (True, False), device=device, seed=12)
     args = (a.requires_grad_(), p.requires_grad_(), ar.requires_grad_(), pr)
     torch.library.opcheck(ops.polar_to_spectrum.default, args + (1e-8, backend))
@@ -319,7 +357,7 @@ def _fre_block(x, conv_in, amp_convs, pha_convs, conv_out, inner_out):
     """A FreBlock-like function (FSMNet's frequency block) on the public ops."""
     H, W = x.shape[-2:]
     spectrum = torch.fft.rfft2(F.conv2d(x, conv_in), norm="backward")
-    amplitude, phase = spectrum_to_polar(spectrum)
+    amplitude, phase = spectrum_to_polar(spectrum, signal_width=W)
     amp = F.conv2d(F.leaky_relu(F.conv2d(amplitude, amp_convs[0], padding=1), 0.1), amp_convs[1], padding=1)
     pha = F.conv2d(F.leaky_relu(F.conv2d(phase, pha_convs[0], padding=1), 0.1), pha_convs[1], padding=1)
     y = torch.fft.irfft2(polar_to_spectrum(amp, pha, amplitude, phase), s=(H, W), norm="backward")
@@ -359,6 +397,13 @@ def test_torch_compile_fullgraph(compiler):
     [
         (lambda: spectrum_to_polar(torch.randn(3)), TypeError, "spectrum must be complex64 or complex128"),
         (lambda: spectrum_to_polar([1j]), TypeError, "spectrum must be a torch.Tensor"),
+        (lambda: spectrum_to_polar(torch.ones(2, 3, dtype=torch.complex64), signal_width=3), ValueError,
+         r"spectrum must be \[\.\.\., H, signal_width // 2 \+ 1\] = \[\.\.\., H, 2\]"),
+        (lambda: spectrum_to_polar(torch.ones(3, dtype=torch.complex64), signal_width=4), ValueError, "got shape"),
+        (lambda: spectrum_to_polar(torch.ones(2, 3, dtype=torch.complex64), signal_width=True), TypeError,
+         "signal_width must be a positive int"),
+        (lambda: spectrum_to_polar(torch.ones(2, 3, dtype=torch.complex64), signal_width=0), TypeError,
+         "signal_width must be a positive int"),
         (lambda: polar_to_spectrum(torch.ones(3), torch.ones(4)), ValueError, "phase must have amplitude's shape"),
         (lambda: polar_to_spectrum(torch.ones(3), torch.ones(3, dtype=torch.int32)), TypeError, "phase must be a real"),
         (lambda: polar_to_spectrum(torch.ones(3), torch.ones(3), torch.ones(3, dtype=torch.complex64)), TypeError,
@@ -392,9 +437,13 @@ def test_native_ops_check_their_arguments():
     _require("cpu", "cpu")
     ops = torch.ops.mcmri_fast
     with pytest.raises(RuntimeError, match="spectrum must be complex"):
-        ops.freq_spectrum_to_polar(torch.ones(3))
+        ops.freq_spectrum_to_polar(torch.ones(3), None)
     with pytest.raises(RuntimeError, match="grad_phase must be a real tensor"):
-        ops.freq_spectrum_to_polar_backward(torch.ones(3, dtype=torch.complex64), None, torch.ones(4))
+        ops.freq_spectrum_to_polar_backward(torch.ones(3, dtype=torch.complex64), None, torch.ones(4), None)
+    with pytest.raises(RuntimeError, match="last size must be signal_width / 2 \\+ 1 = 4"):
+        ops.freq_spectrum_to_polar(torch.ones(2, 3, dtype=torch.complex64), 6)
+    with pytest.raises(RuntimeError, match="last size must be signal_width / 2 \\+ 1"):
+        ops.freq_spectrum_to_polar_backward(torch.ones(3, dtype=torch.complex64), None, None, 4)
     with pytest.raises(RuntimeError, match="phase_residual must match"):
         ops.freq_polar_to_spectrum(torch.ones(3), torch.ones(3), None, torch.ones(3, dtype=torch.float64), 1e-8)
     with pytest.raises(RuntimeError, match="residual must be"):

@@ -10,6 +10,8 @@
 #include <ATen/Parallel.h>
 #include <ATen/Version.h>
 
+#include <cmath>
+
 #include "../frequency_args.h"
 #include "frequency_kernel_table.h"
 
@@ -45,10 +47,27 @@ void check_optional_real_of(const char* op, const char* name, const c10::optiona
   if (t.has_value()) frequency::check_real_of(op, name, *t, spectrum);
 }
 
+// Calls f(flat index) at every self-conjugate bin of a contiguous spectrum of numel elements: at most
+// four per [H, W/2 + 1] plane, so a serial fix-up after the vectorised pass.
+template <typename F>
+void for_each_self_conjugate_bin(const frequency::SelfConjugateBins& bins, int64_t numel, F&& f) {
+  if (!bins.active()) return;
+  const int64_t rows[] = {0, bins.nyquist_row}, cols[] = {0, bins.nyquist_col};
+  for (int64_t plane = 0; plane < numel; plane += bins.rows * bins.cols) {
+    for (const int64_t r : rows) {
+      for (const int64_t c : cols) {
+        if (r >= 0 && c >= 0) f(plane + r * bins.cols + c);
+      }
+    }
+  }
+}
+
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor> freq_spectrum_to_polar(const at::Tensor& spectrum_in) {
+std::tuple<at::Tensor, at::Tensor> freq_spectrum_to_polar(const at::Tensor& spectrum_in,
+                                                          c10::optional<int64_t> signal_width) {
   frequency::check_complex("spectrum_to_polar", spectrum_in);
+  const auto bins = frequency::check_signal_width("spectrum_to_polar", spectrum_in, signal_width);
   const auto spectrum = spectrum_in.resolve_conj().contiguous();
   const auto real_options = spectrum.options().dtype(c10::toRealValueType(spectrum.scalar_type()));
   auto amplitude = at::empty(spectrum.sizes(), real_options);
@@ -61,15 +80,21 @@ std::tuple<at::Tensor, at::Tensor> freq_spectrum_to_polar(const at::Tensor& spec
     at::parallel_for(0, spectrum.numel(), kGrain, [&](int64_t begin, int64_t end) {
       k.spectrum_to_polar(z, a, p, begin, end);
     });
+    for_each_self_conjugate_bin(bins, spectrum.numel(), [&](int64_t i) {  // z = (Re z, +0)
+      a[i] = std::abs(z[2 * i]);
+      p[i] = std::atan2(scalar_t(0), z[2 * i]);
+    });
   });
   return {amplitude, phase};
 }
 
 at::Tensor freq_spectrum_to_polar_backward(const at::Tensor& spectrum_in,
                                            const c10::optional<at::Tensor>& grad_amplitude_in,
-                                           const c10::optional<at::Tensor>& grad_phase_in) {
+                                           const c10::optional<at::Tensor>& grad_phase_in,
+                                           c10::optional<int64_t> signal_width) {
   const char* op = "spectrum_to_polar_backward";
   frequency::check_complex(op, spectrum_in);
+  const auto bins = frequency::check_signal_width(op, spectrum_in, signal_width);
   check_optional_real_of(op, "grad_amplitude", grad_amplitude_in, spectrum_in);
   check_optional_real_of(op, "grad_phase", grad_phase_in, spectrum_in);
   const auto spectrum = spectrum_in.resolve_conj().contiguous();
@@ -84,6 +109,12 @@ at::Tensor freq_spectrum_to_polar_backward(const at::Tensor& spectrum_in,
     auto* gz = reinterpret_cast<scalar_t*>(grad_spectrum.data_ptr());
     at::parallel_for(0, spectrum.numel(), kGrain, [&](int64_t begin, int64_t end) {
       k.spectrum_to_polar_backward(z, ga, gp, gz, begin, end);
+    });
+    // z = (Re z, +0): the phase is flat in Re z, and the imaginary part gets no gradient.
+    for_each_self_conjugate_bin(bins, spectrum.numel(), [&](int64_t i) {
+      const scalar_t re = z[2 * i], g = ga != nullptr ? ga[i] : scalar_t(0);
+      gz[2 * i] = re > 0 ? g : re < 0 ? -g : scalar_t(0);
+      gz[2 * i + 1] = 0;
     });
   });
   return grad_spectrum;

@@ -48,11 +48,19 @@ int blocks_for(int64_t n) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n);         \
        i += static_cast<int64_t>(blockDim.x) * gridDim.x)
 
+// z[i], its imaginary part +0 at the self-conjugate bins (the integer test only runs when bins are given).
+template <typename T>
+__device__ __forceinline__ vec_t<T> load_spectrum(const vec_t<T>* z, int64_t i, bool at_bin) {
+  vec_t<T> v = z[i];
+  if (at_bin) v.y = T(0);
+  return v;
+}
+
 template <typename T>
 __global__ void spectrum_to_polar_fwd_kernel(const vec_t<T>* __restrict__ z, T* __restrict__ amplitude,
-                                             T* __restrict__ phase, int64_t n) {
+                                             T* __restrict__ phase, int64_t n, frequency::SelfConjugateBins bins) {
   FREQ_GRID_STRIDE(i, n) {
-    const vec_t<T> v = z[i];
+    const vec_t<T> v = load_spectrum<T>(z, i, bins.active() && bins.contains(i));
     amplitude[i] = sqrt(v.x * v.x + v.y * v.y);
     phase[i] = atan2_of(v.y, v.x);
   }
@@ -61,9 +69,10 @@ __global__ void spectrum_to_polar_fwd_kernel(const vec_t<T>* __restrict__ z, T* 
 template <typename T>
 __global__ void spectrum_to_polar_bwd_kernel(const vec_t<T>* __restrict__ z, const T* __restrict__ grad_amplitude,
                                              const T* __restrict__ grad_phase, vec_t<T>* __restrict__ grad_z,
-                                             int64_t n) {
+                                             int64_t n, frequency::SelfConjugateBins bins) {
   FREQ_GRID_STRIDE(i, n) {
-    const vec_t<T> v = z[i];
+    const bool at_bin = bins.active() && bins.contains(i);
+    const vec_t<T> v = load_spectrum<T>(z, i, at_bin);
     const T r2 = v.x * v.x + v.y * v.y;
     vec_t<T> g;
     if (r2 == T(0)) {
@@ -73,7 +82,7 @@ __global__ void spectrum_to_polar_bwd_kernel(const vec_t<T>* __restrict__ z, con
       const T s = load_or_zero(grad_amplitude, i) / sqrt(r2);
       const T t = load_or_zero(grad_phase, i) / r2;
       g.x = s * v.x - t * v.y;
-      g.y = s * v.y + t * v.x;
+      g.y = at_bin ? T(0) : s * v.y + t * v.x;  // the discarded imaginary part gets no gradient
     }
     grad_z[i] = g;
   }
@@ -167,17 +176,19 @@ __global__ void multiply_by_sign_kernel(const T* __restrict__ y, T* __restrict__
 #undef FREQ_GRID_STRIDE
 
 template <typename T>
-cudaError_t spectrum_to_polar_fwd(const vec_t<T>* z, T* amplitude, T* phase, int64_t n, cudaStream_t stream) {
+cudaError_t spectrum_to_polar_fwd(const vec_t<T>* z, T* amplitude, T* phase, int64_t n,
+                                  frequency::SelfConjugateBins bins, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  spectrum_to_polar_fwd_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(z, amplitude, phase, n);
+  spectrum_to_polar_fwd_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(z, amplitude, phase, n, bins);
   return cudaGetLastError();
 }
 
 template <typename T>
 cudaError_t spectrum_to_polar_bwd(const vec_t<T>* z, const T* grad_amplitude, const T* grad_phase, vec_t<T>* grad_z,
-                                  int64_t n, cudaStream_t stream) {
+                                  int64_t n, frequency::SelfConjugateBins bins, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  spectrum_to_polar_bwd_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(z, grad_amplitude, grad_phase, grad_z, n);
+  spectrum_to_polar_bwd_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(z, grad_amplitude, grad_phase, grad_z, n,
+                                                                          bins);
   return cudaGetLastError();
 }
 
@@ -228,21 +239,23 @@ cudaError_t multiply_by_sign(const T* y, T* grad_y, int64_t n, cudaStream_t stre
 }  // namespace
 
 cudaError_t launch_spectrum_to_polar_fwd(const float2* z, float* amplitude, float* phase, int64_t n,
-                                         cudaStream_t stream) {
-  return spectrum_to_polar_fwd<float>(z, amplitude, phase, n, stream);
+                                         frequency::SelfConjugateBins bins, cudaStream_t stream) {
+  return spectrum_to_polar_fwd<float>(z, amplitude, phase, n, bins, stream);
 }
 cudaError_t launch_spectrum_to_polar_fwd(const double2* z, double* amplitude, double* phase, int64_t n,
-                                         cudaStream_t stream) {
-  return spectrum_to_polar_fwd<double>(z, amplitude, phase, n, stream);
+                                         frequency::SelfConjugateBins bins, cudaStream_t stream) {
+  return spectrum_to_polar_fwd<double>(z, amplitude, phase, n, bins, stream);
 }
 
 cudaError_t launch_spectrum_to_polar_bwd(const float2* z, const float* grad_amplitude, const float* grad_phase,
-                                         float2* grad_z, int64_t n, cudaStream_t stream) {
-  return spectrum_to_polar_bwd<float>(z, grad_amplitude, grad_phase, grad_z, n, stream);
+                                         float2* grad_z, int64_t n, frequency::SelfConjugateBins bins,
+                                         cudaStream_t stream) {
+  return spectrum_to_polar_bwd<float>(z, grad_amplitude, grad_phase, grad_z, n, bins, stream);
 }
 cudaError_t launch_spectrum_to_polar_bwd(const double2* z, const double* grad_amplitude, const double* grad_phase,
-                                         double2* grad_z, int64_t n, cudaStream_t stream) {
-  return spectrum_to_polar_bwd<double>(z, grad_amplitude, grad_phase, grad_z, n, stream);
+                                         double2* grad_z, int64_t n, frequency::SelfConjugateBins bins,
+                                         cudaStream_t stream) {
+  return spectrum_to_polar_bwd<double>(z, grad_amplitude, grad_phase, grad_z, n, bins, stream);
 }
 
 cudaError_t launch_polar_to_spectrum_fwd(const float* amplitude, const float* phase, const float* amplitude_residual,

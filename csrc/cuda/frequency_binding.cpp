@@ -53,9 +53,11 @@ void check_polar_inputs(const char* op, const at::Tensor& amplitude, const at::T
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor> freq_spectrum_to_polar(const at::Tensor& spectrum_in) {
+std::tuple<at::Tensor, at::Tensor> freq_spectrum_to_polar(const at::Tensor& spectrum_in,
+                                                          c10::optional<int64_t> signal_width) {
   const char* op = "spectrum_to_polar";
   frequency::check_complex(op, spectrum_in);
+  const auto bins = frequency::check_signal_width(op, spectrum_in, signal_width);
   check_cuda(op, spectrum_in);
   c10::cuda::CUDAGuard guard(spectrum_in.device());
   const auto spectrum = spectrum_in.resolve_conj().contiguous();
@@ -65,16 +67,18 @@ std::tuple<at::Tensor, at::Tensor> freq_spectrum_to_polar(const at::Tensor& spec
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(amplitude.scalar_type(), "freq_spectrum_to_polar_cuda", [&] {
     C10_CUDA_CHECK(launch_spectrum_to_polar_fwd(vec_cptr<scalar_t>(spectrum), amplitude.data_ptr<scalar_t>(),
-                                                phase.data_ptr<scalar_t>(), spectrum.numel(), stream));
+                                                phase.data_ptr<scalar_t>(), spectrum.numel(), bins, stream));
   });
   return {amplitude, phase};
 }
 
 at::Tensor freq_spectrum_to_polar_backward(const at::Tensor& spectrum_in,
                                            const c10::optional<at::Tensor>& grad_amplitude_in,
-                                           const c10::optional<at::Tensor>& grad_phase_in) {
+                                           const c10::optional<at::Tensor>& grad_phase_in,
+                                           c10::optional<int64_t> signal_width) {
   const char* op = "spectrum_to_polar_backward";
   frequency::check_complex(op, spectrum_in);
+  const auto bins = frequency::check_signal_width(op, spectrum_in, signal_width);
   if (grad_amplitude_in.has_value()) frequency::check_real_of(op, "grad_amplitude", *grad_amplitude_in, spectrum_in);
   if (grad_phase_in.has_value()) frequency::check_real_of(op, "grad_phase", *grad_phase_in, spectrum_in);
   check_cuda(op, spectrum_in);
@@ -87,7 +91,7 @@ at::Tensor freq_spectrum_to_polar_backward(const at::Tensor& spectrum_in,
   AT_DISPATCH_FLOATING_TYPES(c10::toRealValueType(spectrum.scalar_type()), "freq_spectrum_to_polar_backward_cuda", [&] {
     C10_CUDA_CHECK(launch_spectrum_to_polar_bwd(vec_cptr<scalar_t>(spectrum), optional_data<scalar_t>(grad_amplitude),
                                                 optional_data<scalar_t>(grad_phase), vec_ptr<scalar_t>(grad_spectrum),
-                                                spectrum.numel(), stream));
+                                                spectrum.numel(), bins, stream));
   });
   return grad_spectrum;
 }

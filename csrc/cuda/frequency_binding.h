@@ -6,9 +6,11 @@
 
 namespace mcmri_fast::cuda {
 
-std::tuple<at::Tensor, at::Tensor> freq_spectrum_to_polar(const at::Tensor& spectrum);
+std::tuple<at::Tensor, at::Tensor> freq_spectrum_to_polar(const at::Tensor& spectrum,
+                                                          c10::optional<int64_t> signal_width);
 at::Tensor freq_spectrum_to_polar_backward(const at::Tensor& spectrum, const c10::optional<at::Tensor>& grad_amplitude,
-                                           const c10::optional<at::Tensor>& grad_phase);
+                                           const c10::optional<at::Tensor>& grad_phase,
+                                           c10::optional<int64_t> signal_width);
 at::Tensor freq_polar_to_spectrum(const at::Tensor& amplitude, const at::Tensor& phase,
                                   const c10::optional<at::Tensor>& amplitude_residual,
                                   const c10::optional<at::Tensor>& phase_residual, double eps);

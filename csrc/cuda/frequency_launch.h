@@ -11,19 +11,25 @@
 
 #include <cuda_runtime_api.h>
 
+#include "../frequency_bins.h"
+
 namespace mcmri_fast::cuda {
 
-// amplitude[i] = |z[i]|, phase[i] = atan2(Im z[i], Re z[i]), i < n.
+// amplitude[i] = |z[i]|, phase[i] = atan2(Im z[i], Re z[i]), i < n; Im z counts as +0 at the self-conjugate
+// bins when bins.active().
 cudaError_t launch_spectrum_to_polar_fwd(const float2* z, float* amplitude, float* phase, int64_t n,
-                                         cudaStream_t stream);
+                                         frequency::SelfConjugateBins bins, cudaStream_t stream);
 cudaError_t launch_spectrum_to_polar_fwd(const double2* z, double* amplitude, double* phase, int64_t n,
-                                         cudaStream_t stream);
+                                         frequency::SelfConjugateBins bins, cudaStream_t stream);
 
-// grad_z = (z/|z|)(g_a + i g_p/|z|), 0 where z == 0; grad_amplitude / grad_phase may be nullptr.
+// grad_z = (z/|z|)(g_a + i g_p/|z|), 0 where z == 0; grad_amplitude / grad_phase may be nullptr. At the
+// self-conjugate bins (bins.active()) z counts as (Re z, +0) and Im grad_z is 0.
 cudaError_t launch_spectrum_to_polar_bwd(const float2* z, const float* grad_amplitude, const float* grad_phase,
-                                         float2* grad_z, int64_t n, cudaStream_t stream);
+                                         float2* grad_z, int64_t n, frequency::SelfConjugateBins bins,
+                                         cudaStream_t stream);
 cudaError_t launch_spectrum_to_polar_bwd(const double2* z, const double* grad_amplitude, const double* grad_phase,
-                                         double2* grad_z, int64_t n, cudaStream_t stream);
+                                         double2* grad_z, int64_t n, frequency::SelfConjugateBins bins,
+                                         cudaStream_t stream);
 
 // z = a cos p + 2 eps + i (a sin p + eps), a = amplitude (+ amplitude_residual), p = phase (+ phase_residual).
 cudaError_t launch_polar_to_spectrum_fwd(const float* amplitude, const float* phase, const float* amplitude_residual,

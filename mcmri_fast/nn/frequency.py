@@ -18,7 +18,11 @@ class FreqBlock(nn.Module):
     the convolutions run on the H × (W//2 + 1) half spectrum. The FFTs run in float32 (also under
     autocast). The pointwise work around them is `ops.spectrum_to_polar`, `ops.polar_to_spectrum` (with
     the refinements' residuals and FSMNet's +1e-8 guards) and `ops.frequency_epilogue`. FSMNet adds 1e-8
-    to the first conv's output before the FFT: here that is folded into the conv's bias.
+    to the first conv's output before the FFT: here that is folded into the conv's bias. The spectrum's
+    self-conjugate bins (DC and Nyquist rows and columns) count as real, as they are in exact arithmetic:
+    the authors' `torch.angle` gives their phase ±π by the sign of rounding noise wherever their real part
+    is negative, so every block's output depends on rounding (on the thread count, say). Here only a
+    spectrum value within rounding of the negative real axis, a rare event, still does.
     x [B, C, H, W] → [B, C, H, W].
     """
 
@@ -39,7 +43,7 @@ class FreqBlock(nn.Module):
         height, width = x.shape[-2:]
         pre = F.conv2d(x, self.pre.weight, self.pre.bias + SPECTRUM_EPS)
         spectrum = torch.fft.rfft2(pre.to(torch.promote_types(pre.dtype, torch.float32)), norm="backward")
-        amplitude, phase = ops.spectrum_to_polar(spectrum)
+        amplitude, phase = ops.spectrum_to_polar(spectrum, signal_width=width)
         spectrum = ops.polar_to_spectrum(self.amplitude(amplitude), self.phase(phase), amplitude, phase)
         y = torch.fft.irfft2(spectrum, s=(height, width), norm="backward")
         return ops.frequency_epilogue(y, self.post.weight, self.post.bias, x)

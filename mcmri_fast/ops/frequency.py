@@ -5,7 +5,8 @@ convention, not fastMRI's) → (|F|, angle F) → each refined by conv3×3 → L
 residual → recombination → irfft2(s=(H, W)) → |·| → conv1×1 → + x → nan_to_num. The FFTs stay in
 torch.fft (cuFFT / MKL); these three ops are the rest of its hot path:
 
-* `spectrum_to_polar`: (amplitude, phase) = (|z|, atan2(Im z, Re z)), one pass forward and backward.
+* `spectrum_to_polar`: (amplitude, phase) = (|z|, atan2(Im z, Re z)), one pass forward and backward;
+  given the signal width, the self-conjugate bins of the half spectrum count as real.
 * `polar_to_spectrum`: z = a·cos p + 2·eps + i·(a·sin p + eps), with the residual adds of the
   amplitude and phase refinements (a = amplitude + amplitude_residual, p = phase + phase_residual)
   fused into the same pass.
@@ -33,27 +34,42 @@ _REAL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # Public API: validation and dispatch
 
 
-def spectrum_to_polar(spectrum: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def spectrum_to_polar(spectrum: torch.Tensor, *, signal_width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(amplitude, phase) = (|z|, atan2(Im z, Re z)) of a complex tensor, elementwise.
 
     Args:
         spectrum: complex64 or complex128, any shape (FSMNet: the half spectrum [B, C, H, W//2 + 1] of
             `torch.fft.rfft2(x, norm="backward")`, uncentred), any strides.
+        signal_width: W, when the last two dims are the half spectrum [H, W//2 + 1] of rfft2 of a real
+            H × W signal. Its self-conjugate bins (rows 0 and H/2, columns 0 and W/2, the halves for even
+            sizes only) are real in exact arithmetic; their imaginary part, rounding noise, then counts as
+            +0, so their phase is 0 or π by the sign of the real part instead of ±π by the sign of the
+            noise (which makes a network's output depend on rounding, e.g. on the thread count).
 
     Returns:
         (amplitude, phase), real tensors of the spectrum's shape and precision (float32 / float64);
         phase in (−π, π].
 
-    Gradients follow torch.abs and torch.angle: grad_z = (z/|z|)·(g_a + i·g_p/|z|), 0 where z == 0.
+    Gradients follow torch.abs and torch.angle: grad_z = (z/|z|)·(g_a + i·g_p/|z|), 0 where z == 0;
+    the imaginary parts taken as 0 get none.
     """
     if not isinstance(spectrum, torch.Tensor):
         raise TypeError(f"spectrum must be a torch.Tensor, got {type(spectrum).__name__}")
     if spectrum.dtype not in (torch.complex64, torch.complex128):
         raise TypeError(f"spectrum must be complex64 or complex128, got dtype {spectrum.dtype}")
+    if signal_width is not None:
+        if not isinstance(signal_width, numbers.Integral) or isinstance(signal_width, bool) or signal_width < 1:
+            raise TypeError(f"signal_width must be a positive int or None, got {signal_width!r}")
+        if spectrum.dim() < 2 or spectrum.shape[-1] != signal_width // 2 + 1:
+            raise ValueError(
+                f"spectrum must be [..., H, signal_width // 2 + 1] = [..., H, {signal_width // 2 + 1}] "
+                f"(the rfft2 of a real signal of width {signal_width}), got shape {tuple(spectrum.shape)}"
+            )
+        signal_width = int(signal_width)
     backend = _select(spectrum.device)
     if backend == "reference":
-        return reference.spectrum_to_polar(spectrum)
-    return tuple(torch.ops.mcmri_fast.spectrum_to_polar(spectrum, backend))
+        return reference.spectrum_to_polar(spectrum, signal_width)
+    return tuple(torch.ops.mcmri_fast.spectrum_to_polar(spectrum, signal_width, backend))
 
 
 def polar_to_spectrum(
@@ -197,12 +213,12 @@ class _NativeKernels:
     """The C++ ops under the names of the Triton launchers (kernels/frequency.py)."""
 
     @staticmethod
-    def spectrum_to_polar(spectrum):
-        return torch.ops.mcmri_fast.freq_spectrum_to_polar(spectrum)
+    def spectrum_to_polar(spectrum, signal_width):
+        return torch.ops.mcmri_fast.freq_spectrum_to_polar(spectrum, signal_width)
 
     @staticmethod
-    def spectrum_to_polar_backward(spectrum, grad_amplitude, grad_phase):
-        return torch.ops.mcmri_fast.freq_spectrum_to_polar_backward(spectrum, grad_amplitude, grad_phase)
+    def spectrum_to_polar_backward(spectrum, grad_amplitude, grad_phase, signal_width):
+        return torch.ops.mcmri_fast.freq_spectrum_to_polar_backward(spectrum, grad_amplitude, grad_phase, signal_width)
 
     @staticmethod
     def polar_to_spectrum(amplitude, phase, amplitude_residual, phase_residual, eps):
@@ -237,43 +253,53 @@ def _complex_dtype(real_dtype: torch.dtype) -> torch.dtype:
 
 
 @torch.library.custom_op("mcmri_fast::spectrum_to_polar", mutates_args=())
-def _spectrum_to_polar_fused(spectrum: torch.Tensor, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-    amplitude, phase = _kernels(backend).spectrum_to_polar(spectrum)
+def _spectrum_to_polar_fused(
+    spectrum: torch.Tensor, signal_width: int | None, backend: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    amplitude, phase = _kernels(backend).spectrum_to_polar(spectrum, signal_width)
     return amplitude, phase
 
 
 @_spectrum_to_polar_fused.register_fake
-def _(spectrum, backend):
+def _(spectrum, signal_width, backend):
     real = spectrum.new_empty(spectrum.shape, dtype=_real_dtype(spectrum.dtype))
     return real, torch.empty_like(real)
 
 
 @torch.library.custom_op("mcmri_fast::spectrum_to_polar_backward", mutates_args=())
 def _spectrum_to_polar_fused_backward(
-    spectrum: torch.Tensor, grad_amplitude: torch.Tensor | None, grad_phase: torch.Tensor | None, backend: str
+    spectrum: torch.Tensor,
+    grad_amplitude: torch.Tensor | None,
+    grad_phase: torch.Tensor | None,
+    signal_width: int | None,
+    backend: str,
 ) -> torch.Tensor:
-    """grad_z = (z/|z|)(g_a + i g_p/|z|), 0 at z == 0; an absent gradient counts as zero."""
-    return _kernels(backend).spectrum_to_polar_backward(spectrum, grad_amplitude, grad_phase)
+    """grad_z = (z/|z|)(g_a + i g_p/|z|), 0 at z == 0; an absent gradient counts as zero; with
+    signal_width, z counts as (Re z, +0) at the self-conjugate bins and Im grad_z is 0 there."""
+    return _kernels(backend).spectrum_to_polar_backward(spectrum, grad_amplitude, grad_phase, signal_width)
 
 
 @_spectrum_to_polar_fused_backward.register_fake
-def _(spectrum, grad_amplitude, grad_phase, backend):
+def _(spectrum, grad_amplitude, grad_phase, signal_width, backend):
     return spectrum.new_empty(spectrum.shape)
 
 
 def _spectrum_to_polar_setup_context(ctx, inputs, output):
-    spectrum, backend = inputs
+    spectrum, signal_width, backend = inputs
     # Only z: |z| is recomputed in the backward (a square root is cheaper than storing and reading it).
     ctx.save_for_backward(spectrum)
-    ctx.backend = backend
+    ctx.signal_width, ctx.backend = signal_width, backend
     ctx.set_materialize_grads(False)  # an unused amplitude or phase sends no zero-filled gradient
 
 
 def _spectrum_to_polar_backward(ctx, grad_amplitude, grad_phase):
     if grad_amplitude is None and grad_phase is None:
-        return None, None
+        return None, None, None
     (spectrum,) = ctx.saved_tensors
-    return torch.ops.mcmri_fast.spectrum_to_polar_backward(spectrum, grad_amplitude, grad_phase, ctx.backend), None
+    grad_spectrum = torch.ops.mcmri_fast.spectrum_to_polar_backward(
+        spectrum, grad_amplitude, grad_phase, ctx.signal_width, ctx.backend
+    )
+    return grad_spectrum, None, None
 
 
 _spectrum_to_polar_fused.register_autograd(_spectrum_to_polar_backward, setup_context=_spectrum_to_polar_setup_context)

@@ -14,12 +14,32 @@ SPECTRUM_EPS = 1e-8
 NONFINITE_VALUE = 1e-5
 
 
-def spectrum_to_polar(spectrum: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def spectrum_to_polar(
+    spectrum: torch.Tensor, signal_width: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(amplitude, phase) = (|z|, atan2(Im z, Re z)) of a complex tensor, elementwise, any shape.
 
-    Gradients follow torch.abs and torch.angle: zero at z = 0.
+    With signal_width = W, the last two dims are the half spectrum [H, W//2 + 1] of rfft2 of a real
+    signal, whose self-conjugate bins (see `self_conjugate_mask`) are real: their imaginary part,
+    rounding noise, counts as +0, so their phase is 0 or π by the sign of the real part. Left as it is,
+    the sign of the noise picks ±π there, and two float implementations of a network disagree.
+
+    Gradients follow torch.abs and torch.angle: zero at z = 0; none to the discarded imaginary parts.
     """
+    if signal_width is not None:
+        real = torch.complex(spectrum.real, torch.zeros_like(spectrum.real))
+        spectrum = torch.where(self_conjugate_mask(spectrum.shape[-2], signal_width, spectrum.device), real, spectrum)
     return torch.abs(spectrum), torch.angle(spectrum)
+
+
+def self_conjugate_mask(height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
+    """[height, width//2 + 1] bool: the bins of rfft2 of a real height × width signal equal to their own
+    conjugate, hence real: rows 0 and height/2 (even height) × columns 0 and width/2 (even width)."""
+    rows = torch.arange(height, device=device)
+    cols = torch.arange(width // 2 + 1, device=device)
+    on_row = (rows == 0) | ((height % 2 == 0) & (rows == height // 2))
+    on_col = (cols == 0) | ((width % 2 == 0) & (cols == width // 2))
+    return on_row[:, None] & on_col[None, :]
 
 
 def polar_to_spectrum(
