@@ -3,115 +3,43 @@
 // here is what is skipped: Q̂ and K̂ are never formed (the norms fold into the tiny Gram), and the
 // backward's three outputs gQ, gK, gV come from one pass over pixel chunks (at::parallel_for over
 // (head, chunk) tasks) instead of the reference's GEMMs plus the elementwise normalisation backward.
-// Its loops are plain `omp simd` loops, compiled twice (baseline and AVX2 + FMA, picked at run time):
-// the extension is built without ATen's per-ISA flags, so at::vec::Vectorized falls back to its generic
-// array implementation there, which measured 13x slower than these loops (4.1 vs 0.32 ms for
-// 8 heads x 8 channels x 4096 pixels, one thread, both in the AVX2 build).
+// The backward pass's loops are in channel_attention_kernels.h: the AVX2 build where the CPU has it,
+// else the baseline build below (see cpu_isa.h).
 // float16 / bfloat16 inputs are computed in float32 (converted copies) and returned in their dtype.
+#define MCMRI_CPU_ISA base
+#include "channel_attention_kernels.h"
+
 #include "channel_attention.h"
 
 #include <ATen/Parallel.h>
 
 #include "../channel_attention_args.h"
-
-// GCC and Clang on x86 can compile a function for AVX2 and pick it at run time.
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define MCMRI_CPU_DISPATCH_AVX2 1
-#define MCMRI_ALWAYS_INLINE inline __attribute__((always_inline))
-#else
-#define MCMRI_ALWAYS_INLINE inline
-#endif
+#include "channel_attention_kernel_table.h"
+#include "cpu_isa.h"
 
 namespace mcmri_fast::cpu {
 namespace {
 
-// Pixels per task of the backward pass: the chunks of q, k and grad_out it reads (3 d x 1024 values)
-// stay in L2 while each is re-read once per output row.
-constexpr int64_t kChunk = 1024;
-
-// out[n] = self_coef * self[n] + sum_r coef[r * coef_stride] * rows[r * N + n] for n in [n0, n1);
-// self may be null (no diagonal term). Row by row: the chunk of out stays in L1 while it accumulates.
+// The kernels for this CPU: the AVX2 build where use_avx2_kernels(), else the baseline build.
 template <typename scalar_t>
-MCMRI_ALWAYS_INLINE void combine_rows(scalar_t* out, scalar_t self_coef, const scalar_t* self, const scalar_t* rows,
-                                      int64_t n_rows, const scalar_t* coef, int64_t coef_stride, int64_t N, int64_t n0,
-                                      int64_t n1) {
-  scalar_t* __restrict__ o = out;
-  if (self != nullptr) {
-    const scalar_t* __restrict__ x = self;
-#pragma omp simd
-    for (int64_t n = n0; n < n1; ++n) o[n] = self_coef * x[n];
-  } else {
-#pragma omp simd
-    for (int64_t n = n0; n < n1; ++n) o[n] = scalar_t(0);
-  }
-  for (int64_t r = 0; r < n_rows; ++r) {
-    const scalar_t c = coef[r * coef_stride];
-    const scalar_t* __restrict__ x = rows + r * N;
-#pragma omp simd
-    for (int64_t n = n0; n < n1; ++n) o[n] += c * x[n];
-  }
-}
-
-// The pixel chunks [begin, end) of the backward pass (see backward_pass).
-template <typename scalar_t>
-MCMRI_ALWAYS_INLINE void backward_pass_tasks(int64_t begin, int64_t end, int64_t n_chunks, int64_t d_q, int64_t d_k,
-                                             int64_t N, const scalar_t* q, const scalar_t* k, const scalar_t* grad_out,
-                                             const scalar_t* attn, const scalar_t* mq, const scalar_t* dq,
-                                             const scalar_t* dk, scalar_t* gq, scalar_t* gk, scalar_t* gv) {
-  for (int64_t task = begin; task < end; ++task) {
-    const int64_t bh = task / n_chunks;
-    const int64_t n0 = (task % n_chunks) * kChunk, n1 = std::min(N, n0 + kChunk);
-    const scalar_t* Q = q + bh * d_q * N;
-    const scalar_t* K = k + bh * d_k * N;
-    const scalar_t* G = grad_out + bh * d_q * N;
-    const scalar_t* A = attn + bh * d_q * d_k;
-    const scalar_t* M = mq + bh * d_q * d_k;
-    for (int64_t i = 0; i < d_q; ++i) {  // gQ_i = dq_i Q_i + sum_j M_ij K_j
-      combine_rows(gq + (bh * d_q + i) * N, dq[bh * d_q + i], Q + i * N, K, d_k, M + i * d_k, 1, N, n0, n1);
-    }
-    for (int64_t j = 0; j < d_k; ++j) {  // gK_j = dk_j K_j + sum_i M_ij Q_i
-      combine_rows(gk + (bh * d_k + j) * N, dk[bh * d_k + j], K + j * N, Q, d_q, M + j, d_k, N, n0, n1);
-    }
-    for (int64_t j = 0; j < d_k; ++j) {  // gV_j = sum_i A_ij gO_i
-      combine_rows(gv + (bh * d_k + j) * N, scalar_t(0), static_cast<const scalar_t*>(nullptr), G, d_q, A + j, d_k,
-                   N, n0, n1);
-    }
-  }
-}
-
-#ifdef MCMRI_CPU_DISPATCH_AVX2
-// The same loops compiled for AVX2 + FMA (the extension itself targets the baseline ISA, SSE2).
-template <typename scalar_t>
-__attribute__((target("avx2,fma"))) void backward_pass_tasks_avx2(int64_t begin, int64_t end, int64_t n_chunks,
-                                                                  int64_t d_q, int64_t d_k, int64_t N,
-                                                                  const scalar_t* q, const scalar_t* k,
-                                                                  const scalar_t* grad_out, const scalar_t* attn,
-                                                                  const scalar_t* mq, const scalar_t* dq,
-                                                                  const scalar_t* dk, scalar_t* gq, scalar_t* gk,
-                                                                  scalar_t* gv) {
-  backward_pass_tasks(begin, end, n_chunks, d_q, d_k, N, q, k, grad_out, attn, mq, dq, dk, gq, gk, gv);
-}
-
-bool cpu_has_avx2_fma() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
-}
+const ChannelAttentionKernels<scalar_t>& kernels() {
+#ifdef MCMRI_CPU_AVX2_BUILD
+  if (use_avx2_kernels()) return channel_attention_kernels_avx2<scalar_t>();
 #endif
+  static const ChannelAttentionKernels<scalar_t> base_table = MCMRI_FAST_CHANNEL_ATTENTION_KERNEL_TABLE(base, scalar_t);
+  return base_table;
+}
 
-// Tasks are (bh, chunk of kChunk pixels) pairs; each writes its chunk of every row of gq, gk and gv.
+// Tasks are (bh, chunk of kChannelAttentionChunk pixels) pairs; each writes its chunk of every row of
+// gq, gk and gv.
 template <typename scalar_t>
 void backward_pass(int64_t BH, int64_t d_q, int64_t d_k, int64_t N, const scalar_t* q, const scalar_t* k,
                    const scalar_t* grad_out, const scalar_t* attn, const scalar_t* mq, const scalar_t* dq,
                    const scalar_t* dk, scalar_t* gq, scalar_t* gk, scalar_t* gv) {
-  const int64_t n_chunks = (N + kChunk - 1) / kChunk;
+  const int64_t n_chunks = (N + kChannelAttentionChunk - 1) / kChannelAttentionChunk;
+  const auto& kern = kernels<scalar_t>();
   at::parallel_for(0, BH * n_chunks, 1, [&](int64_t begin, int64_t end) {
-#ifdef MCMRI_CPU_DISPATCH_AVX2
-    if (cpu_has_avx2_fma()) {
-      backward_pass_tasks_avx2(begin, end, n_chunks, d_q, d_k, N, q, k, grad_out, attn, mq, dq, dk, gq, gk, gv);
-      return;
-    }
-#endif
-    backward_pass_tasks(begin, end, n_chunks, d_q, d_k, N, q, k, grad_out, attn, mq, dq, dk, gq, gk, gv);
+    kern.backward_pass_tasks(begin, end, n_chunks, d_q, d_k, N, q, k, grad_out, attn, mq, dq, dk, gq, gk, gv);
   });
 }
 

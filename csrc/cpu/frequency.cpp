@@ -1,18 +1,19 @@
 // CPU implementations of the frequency-branch ops: the pointwise passes run the kernels of
-// frequency_kernels.h (AVX2 + Sleef where the CPU has it, else the baseline build below) over
-// at::parallel_for chunks, one pass over memory each; the epilogue's 1x1 convolution is a GEMM per
-// tile of pixels (at::mm_out) with the pointwise work fused around it while the tile is in cache.
-#define FREQUENCY_ISA base
+// frequency_kernels.h (the AVX2 build where the CPU has it, else the baseline build below; see
+// cpu_isa.h) over at::parallel_for chunks, one pass over memory each; the epilogue's 1x1 convolution
+// is a GEMM per tile of pixels (at::mm_out) with the pointwise work fused around it while the tile is
+// in cache.
+#define MCMRI_CPU_ISA base
 #include "frequency_kernels.h"
 
 #include "frequency.h"
 
 #include <ATen/Parallel.h>
-#include <ATen/Version.h>
 
 #include <cmath>
 
 #include "../frequency_args.h"
+#include "cpu_isa.h"
 #include "frequency_kernel_table.h"
 
 namespace mcmri_fast::cpu {
@@ -21,19 +22,13 @@ namespace {
 // Elements per parallel chunk: enough work (transcendentals included) to outweigh a thread's start-up.
 constexpr int64_t kGrain = 16384;
 
-// The kernels for this CPU: the AVX2 build where ATen's CPU capability (which honours
-// ATEN_CPU_CAPABILITY=default) allows it, else the baseline build.
+// The kernels for this CPU: the AVX2 build where use_avx2_kernels(), else the baseline build.
 template <typename scalar_t>
 const FrequencyKernels<scalar_t>& kernels() {
-  static const FrequencyKernels<scalar_t> base_table = MCMRI_FAST_FREQUENCY_KERNEL_TABLE(base, scalar_t);
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)  // GCC: its target pragma
-  static const bool avx2 = [] {
-    const std::string capability = at::get_cpu_capability();  // "DEFAULT", "AVX2", "AVX512", ...
-    return (capability == "AVX2" || capability == "AVX512") && __builtin_cpu_supports("avx2") &&
-           __builtin_cpu_supports("fma");
-  }();
-  if (avx2) return frequency_kernels_avx2<scalar_t>();
+#ifdef MCMRI_CPU_AVX2_BUILD
+  if (use_avx2_kernels()) return frequency_kernels_avx2<scalar_t>();
 #endif
+  static const FrequencyKernels<scalar_t> base_table = MCMRI_FAST_FREQUENCY_KERNEL_TABLE(base, scalar_t);
   return base_table;
 }
 

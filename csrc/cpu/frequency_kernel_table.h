@@ -1,6 +1,6 @@
 // The table of the frequency ops' pointwise CPU kernels (frequency_kernels.h) of one instruction set.
-// Free of ATen headers: frequency_avx2.cpp, compiled for AVX2, fills one; frequency.cpp, compiled for
-// the baseline, fills the other and picks between them at run time.
+// Free of ATen headers: avx2_kernels.cpp, compiled for AVX2, fills one; frequency.cpp, compiled for
+// the baseline, fills the other and picks between them at run time (see cpu_isa.h).
 #pragma once
 #include <cstdint>
 
@@ -23,7 +23,7 @@ struct FrequencyKernels {
   void (*absolute)(const scalar_t* y, scalar_t* out, int64_t begin, int64_t end);
 };
 
-// The AVX2 + FMA build (frequency_avx2.cpp); only call it where the CPU has AVX2 and FMA.
+// The AVX2 build (avx2_kernels.cpp); only call it where use_avx2_kernels().
 template <typename scalar_t>
 const FrequencyKernels<scalar_t>& frequency_kernels_avx2();
 

@@ -1,13 +1,10 @@
 // Pointwise CPU kernels of the frequency-branch ops (see mcmri_fast/ops/frequency.py), written once on
-// at::vec::Vectorized and compiled twice: frequency.cpp builds them for the DEFAULT capability (generic
-// Vectorized, std:: math) and frequency_avx2.cpp for AVX2 + FMA, where Vectorized's atan2, sin, cos and
-// sqrt go through Sleef. The extension is built without -mavx2, so the AVX2 build is the only way to
-// get vectorised transcendentals; frequency.cpp picks one at run time (ATen's CPU capability).
+// at::vec::Vectorized and compiled twice (the scheme of cpu_isa.h): frequency.cpp builds them for the
+// baseline (generic Vectorized, std:: math) and avx2_kernels.cpp for AVX2 + FMA, where Vectorized's
+// atan2, sin, cos and sqrt go through Sleef; frequency.cpp picks one at run time.
 //
-// The including file defines FREQUENCY_ISA (the namespace of this build), and for AVX2 also
-// CPU_CAPABILITY=AVX2 and CPU_CAPABILITY_AVX2 before any ATen header, as ATen's own per-capability
-// kernels do: every Vectorized symbol then lives in its own inline namespace, so the two builds never
-// share (ODR-merge) code compiled for different instruction sets.
+// The including file defines MCMRI_CPU_ISA (the namespace of this build), and for AVX2 also
+// CPU_CAPABILITY=AVX2 and CPU_CAPABILITY_AVX2 before any ATen header (see avx2_kernels.cpp).
 //
 // Every function handles elements [begin, end) of flat, contiguous buffers; complex buffers are
 // interleaved (re, im) real arrays. Optional inputs are nullptr when absent (treated as zero).
@@ -20,7 +17,7 @@
 #include <limits>
 #include <utility>
 
-namespace mcmri_fast::cpu::FREQUENCY_ISA {
+namespace mcmri_fast::cpu::MCMRI_CPU_ISA {
 
 using at::vec::Vectorized;
 
@@ -198,4 +195,4 @@ void absolute(const scalar_t* y, scalar_t* out, int64_t begin, int64_t end) {
   }
 }
 
-}  // namespace mcmri_fast::cpu::FREQUENCY_ISA
+}  // namespace mcmri_fast::cpu::MCMRI_CPU_ISA
