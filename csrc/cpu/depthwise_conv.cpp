@@ -10,6 +10,8 @@
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
+
 #include "../depthwise_conv_args.h"
 #include "cpu_isa.h"
 #include "depthwise_conv_kernel_table.h"
