@@ -20,7 +20,8 @@ PAPER_PARAMETERS = 13_799_848
 PAPER_GMACS_240 = 159
 # The blocks that run fused ops (the rest of the network is plain convolutions and activations).
 FUSED_BLOCKS = (FreqBlock, FSFusion, CMSFusion)
-FUSED_OPS = ("spectrum_to_polar", "polar_to_spectrum", "frequency_epilogue", "channel_attention", "gated_fusion")
+FUSED_OPS = ("spectrum_to_polar", "polar_to_spectrum", "frequency_epilogue", "depthwise_conv3x3", "channel_attention",
+             "gated_fusion")
 
 
 def _batch(shape, seed=0):
@@ -92,7 +93,7 @@ def test_fused_network_matches_the_reference_backend(config, shape):
     reference ops, fed the activations of the reference network's forward pass at every place:
     * every block that runs fused ops (22 frequency blocks, 14 FS- and 10 CMS-fusions) gives the
       reference's output;
-    * every fused op call (three per frequency block and per FS-fusion, one per CMS-fusion) gives the
+    * every fused op call (three per frequency block, seven per FS-fusion, one per CMS-fusion) gives the
       reference's outputs and the same gradients of all its inputs (weights included) for a random
       output gradient.
     The rest of every parameter gradient is plain PyTorch (convolutions, activations, FFTs).
@@ -126,7 +127,8 @@ def test_fused_network_matches_the_reference_backend(config, shape):
     for hook in hooks:
         hook.remove()
     assert len(blocks) == 22 + 14 + 10
-    assert len(op_calls) == 22 * 3 + 14 * 3 + 10  # FreqBlock: 3 ops; FS: 2 attentions and the gate; CMS: the gate
+    # FreqBlock: 3 ops; FS: 2 attentions (each 2 depthwise convolutions and the attention) and the gate; CMS: the gate
+    assert len(op_calls) == 22 * 3 + 14 * (2 * 3 + 1) + 10
 
     for index, (module, inputs, expected) in enumerate(blocks):
         with mcmri_fast.use_backend("cpu"), torch.no_grad():

@@ -14,6 +14,8 @@ class ChannelAttention(nn.Module):
     Q = dwconv3×3(conv1×1(x)); K, V = chunk(dwconv3×3(conv1×1(context, 2C))); per head, Q and K are
     L2-normalised over pixels, A = softmax(Q Kᵀ · temperature) (a (C/heads)² matrix, temperature
     learnable per head, init 1), out = conv1×1(A V). Convolutions without bias (FSMNet's setting).
+    The depthwise 3×3 convolutions run `ops.depthwise_conv3x3` (PyTorch's own is oneDNN's, slow on
+    NCHW maps on the CPU), the attention `ops.channel_attention`.
     x, context [B, C, H, W] → [B, C, H, W].
     """
 
@@ -31,6 +33,7 @@ class ChannelAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         context = x if context is None else context
-        q = self.query_dw(self.query(x))
-        k, v = self.key_value_dw(self.key_value(context)).chunk(2, dim=1)
+        q = ops.depthwise_conv3x3(self.query(x), self.query_dw.weight, self.query_dw.bias)
+        key_value = ops.depthwise_conv3x3(self.key_value(context), self.key_value_dw.weight, self.key_value_dw.bias)
+        k, v = key_value.chunk(2, dim=1)
         return self.project_out(ops.channel_attention(q, k, v, self.temperature, self.heads))
