@@ -115,6 +115,14 @@ def _parser() -> argparse.ArgumentParser:
         help="time this registered model instead (whole network: fused backends vs the reference ops, "
         "the shapes of mcmri_fast.benchmarking.MODEL_SHAPES; a paper-size CPU step takes tens of seconds)",
     )
+    bench.add_argument(
+        "--shapes",
+        nargs="+",
+        type=_shape,
+        default=None,
+        metavar="BxCxHxW",
+        help="with --model: only these input shapes of the size set, e.g. 1x1x240x240 (default: all)",
+    )
     _add_workflow_commands(commands)
     return parser
 
@@ -207,6 +215,8 @@ def _bench(args, parser) -> int:
     modes = benchmarking.select(args.modes, benchmarking.MODES, "modes")
     if args.model is not None:
         return _bench_model(args, parser, device, providers, modes)
+    if args.shapes is not None:
+        parser.error("--shapes selects model shapes: use it with --model")
     masks = benchmarking.select(args.masks, benchmarking.MASK_KINDS, "masks")
     cases = benchmarking.data_consistency_cases(args.size, providers, masks, modes)
 
@@ -252,6 +262,17 @@ def _bench(args, parser) -> int:
     return 1 if failed else 0
 
 
+def _shape(text: str) -> tuple[int, ...]:
+    """An input shape written BxCxHxW (argparse type of --shapes)."""
+    try:
+        shape = tuple(int(size) for size in text.lower().split("x"))
+    except ValueError:
+        shape = ()
+    if len(shape) != 4 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"expected four positive sizes BxCxHxW, e.g. 1x1x240x240, got {text!r}")
+    return shape
+
+
 def _bench_model(args, parser, device: torch.device, providers: list[str], modes: tuple[str, ...]) -> int:
     """`bench --model NAME`: each case's providers timed interleaved; a table of ms and speedups."""
     from . import benchmarking
@@ -260,6 +281,12 @@ def _bench_model(args, parser, device: torch.device, providers: list[str], modes
     if not cases:
         known = sorted({model for model, _, _ in benchmarking.MODEL_SHAPES[args.size]})
         parser.error(f"--model {args.model}: no benchmark cases; models with cases: {', '.join(known)}")
+    if args.shapes is not None:
+        shapes = sorted({case.shape for case in cases})
+        cases = [case for case in cases if case.shape in args.shapes]
+        if not cases:
+            parser.error(f"--shapes: none of the {args.size} shapes of {args.model}: "
+                         f"{' '.join('x'.join(map(str, shape)) for shape in shapes)}")
     groups: dict[str, list] = {}
     for case in cases:
         groups.setdefault(case.group, []).append(case)

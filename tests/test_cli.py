@@ -36,6 +36,21 @@ def test_bench_model_small_prints_interleaved_speedups(capsys):
     assert exit_info.value.code == 2 and "no benchmark cases" in capsys.readouterr().err
 
 
+def test_bench_model_shapes_select_cases(capsys):
+    args = ["bench", "--model", "fsmnet", "--size", "small", "--min-run-time", "0.01", "--providers", "cpu",
+            "--modes", "fwd", "--shapes", "1x1x32x32"]
+    assert cli.main(args) == 0
+    assert "1x1x32x32" in capsys.readouterr().out
+    for bad, message in ((["--shapes", "1x1x64x64"], "none of the small shapes of fsmnet: 1x1x32x32"),
+                         (["--shapes", "1x1x32"], "expected four positive sizes BxCxHxW")):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(args[:-2] + bad)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bench", "--size", "small", "--shapes", "1x1x32x32"])
+    assert exit_info.value.code == 2 and "use it with --model" in capsys.readouterr().err
+
+
 def test_bench_small_prints_table_with_speedup(capsys):
     assert cli.main(["bench", "--size", "small", "--min-run-time", "0.01", "--providers", "reference", "cpu"]) == 0
     out = capsys.readouterr().out
