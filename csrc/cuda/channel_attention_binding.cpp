@@ -14,39 +14,9 @@
 
 #include "../channel_attention_args.h"
 #include "channel_attention_launch.h"
+#include "cuda_types.h"
 
 namespace mcmri_fast::cuda {
-namespace {
-
-// The CUDA type of an ATen scalar type: c10::Half and c10::BFloat16 have the layout of __half and
-// __nv_bfloat16.
-template <typename scalar_t>
-struct CudaTypeOf {
-  using type = scalar_t;
-};
-template <>
-struct CudaTypeOf<at::Half> {
-  using type = __half;
-};
-template <>
-struct CudaTypeOf<at::BFloat16> {
-  using type = __nv_bfloat16;
-};
-static_assert(sizeof(at::Half) == sizeof(__half) && sizeof(at::BFloat16) == sizeof(__nv_bfloat16));
-
-template <typename scalar_t>
-using cuda_t = typename CudaTypeOf<scalar_t>::type;
-
-template <typename scalar_t>
-const cuda_t<scalar_t>* cptr(const at::Tensor& t) {
-  return static_cast<const cuda_t<scalar_t>*>(t.const_data_ptr());
-}
-template <typename scalar_t>
-cuda_t<scalar_t>* ptr(const at::Tensor& t) {
-  return static_cast<cuda_t<scalar_t>*>(t.mutable_data_ptr());
-}
-
-}  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> channel_attention_gram(const at::Tensor& a, const at::Tensor& b,
                                                                       bool with_norms) {
@@ -66,7 +36,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> channel_attention_gram(const at::
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "channel_attention_gram_cuda", [&] {
       using acc_t = at::acc_type<scalar_t, true>;
       C10_CUDA_CHECK(launch_channel_attention_gram(
-          cptr<scalar_t>(a), cptr<scalar_t>(b), BH, da, db, N, splits, gram.data_ptr<acc_t>(),
+          cuda_cptr<scalar_t>(a), cuda_cptr<scalar_t>(b), BH, da, db, N, splits, gram.data_ptr<acc_t>(),
           with_norms ? a_sq.data_ptr<acc_t>() : nullptr, with_norms ? b_sq.data_ptr<acc_t>() : nullptr, stream));
     });
   }
@@ -84,8 +54,8 @@ at::Tensor channel_attention_apply(const at::Tensor& attn, const at::Tensor& v) 
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, v.scalar_type(), "channel_attention_apply_cuda", [&] {
     using acc_t = at::acc_type<scalar_t, true>;
-    C10_CUDA_CHECK(launch_channel_attention_fwd(attn.const_data_ptr<acc_t>(), cptr<scalar_t>(v), ptr<scalar_t>(out),
-                                                BH, dq, dk, N, stream));
+    C10_CUDA_CHECK(launch_channel_attention_fwd(attn.const_data_ptr<acc_t>(), cuda_cptr<scalar_t>(v),
+                                                cuda_ptr<scalar_t>(out), BH, dq, dk, N, stream));
   });
   return out;
 }
@@ -104,10 +74,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> channel_attention_backward_pass(
                                   [&] {
                                     using acc_t = at::acc_type<scalar_t, true>;
                                     C10_CUDA_CHECK(launch_channel_attention_bwd(
-                                        cptr<scalar_t>(q), cptr<scalar_t>(k), cptr<scalar_t>(grad_out),
+                                        cuda_cptr<scalar_t>(q), cuda_cptr<scalar_t>(k), cuda_cptr<scalar_t>(grad_out),
                                         attn.const_data_ptr<acc_t>(), mq.const_data_ptr<acc_t>(),
-                                        dq.const_data_ptr<acc_t>(), dk.const_data_ptr<acc_t>(), ptr<scalar_t>(gq),
-                                        ptr<scalar_t>(gk), ptr<scalar_t>(gv), BH, d_q, d_k, N, stream));
+                                        dq.const_data_ptr<acc_t>(), dk.const_data_ptr<acc_t>(), cuda_ptr<scalar_t>(gq),
+                                        cuda_ptr<scalar_t>(gk), cuda_ptr<scalar_t>(gv), BH, d_q, d_k, N, stream));
                                   });
   return {gq, gk, gv};
 }

@@ -12,6 +12,7 @@
 
 #include <cuda_runtime.h>
 
+#include "compute_type.cuh"
 #include "depthwise_conv_launch.h"
 
 namespace mcmri_fast::cuda {
@@ -21,41 +22,6 @@ constexpr int kThreads = kDepthwiseTileW * kDepthwiseTileH;
 static_assert((kThreads & (kThreads - 1)) == 0, "the tree reduction needs a power-of-two block");
 constexpr int kSums = 10;
 constexpr int kReduceThreads = 128;
-
-template <typename T>
-struct ComputeOf {
-  using type = float;
-};
-template <>
-struct ComputeOf<double> {
-  using type = double;
-};
-template <typename T>
-using compute_t = typename ComputeOf<T>::type;
-
-__device__ __forceinline__ float to_compute(float x) { return x; }
-__device__ __forceinline__ double to_compute(double x) { return x; }
-__device__ __forceinline__ float to_compute(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_compute(__nv_bfloat16 x) { return __bfloat162float(x); }
-
-template <typename T>
-__device__ __forceinline__ T from_compute(compute_t<T> x);
-template <>
-__device__ __forceinline__ float from_compute<float>(float x) {
-  return x;
-}
-template <>
-__device__ __forceinline__ double from_compute<double>(double x) {
-  return x;
-}
-template <>
-__device__ __forceinline__ __half from_compute<__half>(float x) {
-  return __float2half_rn(x);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_compute<__nv_bfloat16>(float x) {
-  return __float2bfloat16_rn(x);
-}
 
 // This block's plane (b, c) and the output (y, x) of this thread.
 struct TilePosition {

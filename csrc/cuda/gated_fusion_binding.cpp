@@ -2,8 +2,6 @@
 // dispatch; the kernels and their launchers are in gated_fusion.cu (no torch headers there).
 #include "gated_fusion_binding.h"
 
-#include <type_traits>
-
 // c10's stream and guard headers (ATen/cuda/CUDAContext.h would pull in cuBLAS / cuSPARSE headers for
 // nothing): c10::cuda::getCurrentCUDAStream is what at::cuda::getCurrentCUDAStream returns.
 #include <c10/cuda/CUDAException.h>
@@ -11,29 +9,13 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "../gated_fusion_args.h"
+#include "cuda_types.h"
 #include "gated_fusion_launch.h"
 
 namespace mcmri_fast::cuda {
 namespace {
 
 GatedFusionShape shape_of(const GatedFusionSizes& s) { return GatedFusionShape{s.B, s.C, s.N}; }
-
-// The CUDA type of a dispatched scalar_t: __half / __nv_bfloat16 have the layout of c10::Half / c10::BFloat16.
-template <typename scalar_t>
-using cuda_t = std::conditional_t<
-    std::is_same_v<scalar_t, at::Half>, __half,
-    std::conditional_t<std::is_same_v<scalar_t, at::BFloat16>, __nv_bfloat16, scalar_t>>;
-static_assert(sizeof(at::Half) == sizeof(__half) && alignof(at::Half) == alignof(__half));
-static_assert(sizeof(at::BFloat16) == sizeof(__nv_bfloat16) && alignof(at::BFloat16) == alignof(__nv_bfloat16));
-
-template <typename scalar_t>
-cuda_t<scalar_t>* cuda_ptr(const at::Tensor& t) {
-  return static_cast<cuda_t<scalar_t>*>(t.mutable_data_ptr());
-}
-template <typename scalar_t>
-const cuda_t<scalar_t>* cuda_cptr(const at::Tensor& t) {
-  return static_cast<const cuda_t<scalar_t>*>(t.const_data_ptr());
-}
 
 }  // namespace
 
