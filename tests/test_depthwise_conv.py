@@ -1,8 +1,4 @@
 """depthwise_conv3x3: every fused backend against the reference, autograd, registration and bad inputs."""
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
@@ -274,14 +270,7 @@ for dtype in (torch.float32, torch.float64, torch.bfloat16):
 """
 
 
-def test_baseline_cpu_kernels(tmp_path):
-    """The baseline (non-AVX2) build of the CPU kernels, which ATen's CPU capability selects on CPUs
-    without AVX2 (forced here with ATEN_CPU_CAPABILITY=default, in a fresh process: the choice is made once)."""
+def test_baseline_cpu_kernels(run_on_baseline_cpu_kernels):
+    """The baseline (non-AVX2) build of the CPU kernels against the reference."""
     _require("cpu", "cpu")
-    script = tmp_path / "baseline_check.py"
-    script.write_text(_BASELINE_CHECK)
-    env = dict(os.environ, ATEN_CPU_CAPABILITY="default", OMP_NUM_THREADS="1")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
+    run_on_baseline_cpu_kernels(_BASELINE_CHECK)
