@@ -11,7 +11,6 @@ must move at least, on CUDA the % of the measured copy bandwidth and the peak me
 the speedup over the reference of this session.
 """
 import dataclasses
-import itertools
 
 import torch
 
@@ -47,27 +46,8 @@ SHAPES = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class AttentionCase:
-    provider: str
-    shape: AttentionShape
-    mode: str
-
-    @property
-    def id(self) -> str:
-        return f"{self.shape}-h{HEADS}-{self.mode}-{self.provider}"
-
-    @property
-    def group(self) -> str:
-        return f"channel_attention {self.shape} h{HEADS} {self.mode}"
-
-
-def cases(size: str) -> list[AttentionCase]:
-    # The providers innermost, the reference first: its median is there when the others are timed.
-    return [
-        AttentionCase(provider, shape, mode)
-        for shape, mode, provider in itertools.product(SHAPES[size], benchmarking.MODES, benchmarking.PROVIDERS)
-    ]
+def cases(size: str) -> list[benchmarking.OpCase]:
+    return benchmarking.op_cases({f"channel_attention-h{HEADS}": SHAPES[size]})
 
 
 def _bytes_moved(shape: AttentionShape, mode: str, itemsize: int = 4) -> int:

@@ -8,7 +8,6 @@ the weight. Each case is built and warmed (compiled, for `compile`) outside the 
 measured copy bandwidth and the peak memory of one call, and the speedup over the reference measured in
 this session.
 """
-import dataclasses
 import math
 
 import torch
@@ -22,29 +21,8 @@ SHAPES = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class DepthwiseCase:
-    provider: str
-    shape: tuple[int, ...]
-    mode: str
-
-    @property
-    def group(self) -> str:
-        return f"depthwise_conv3x3-{'x'.join(map(str, self.shape))}-{self.mode}"
-
-    @property
-    def id(self) -> str:
-        return f"{self.group}-{self.provider}"
-
-
-def cases(size: str) -> list[DepthwiseCase]:
-    # The reference first in each group: the other providers' speedups are measured against it.
-    return [
-        DepthwiseCase(provider, shape, mode)
-        for shape in SHAPES[size]
-        for mode in benchmarking.MODES
-        for provider in benchmarking.PROVIDERS
-    ]
+def cases(size: str) -> list[benchmarking.OpCase]:
+    return benchmarking.op_cases({"depthwise_conv3x3": SHAPES[size]})
 
 
 def _bytes_moved(shape: tuple[int, ...], mode: str, itemsize: int = 4) -> int:

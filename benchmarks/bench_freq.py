@@ -12,7 +12,6 @@ The cases are defined here rather than in mcmri_fast.benchmarking, which holds d
 a fused pass must move), peak memory on CUDA, the speedup over the reference measured in this session,
 the device and the versions.
 """
-import dataclasses
 import functools
 import math
 
@@ -47,33 +46,11 @@ BYTES_PER_ELEMENT = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class FreqCase:
-    op: str
-    provider: str
-    shape: tuple[int, int, int, int]
-    mode: str
-
-    @property
-    def id(self) -> str:
-        return f"{self.op}-{'x'.join(map(str, self.shape))}-{self.mode}-{self.provider}"
-
-    @property
-    def group(self) -> str:
-        return f"{self.op} {'x'.join(map(str, self.shape))} {self.mode}"
+def cases(size: str) -> list[benchmarking.OpCase]:
+    return benchmarking.op_cases({op: SHAPES[size][op] for op in OPS})
 
 
-def cases(size: str) -> list[FreqCase]:
-    return [
-        FreqCase(op, provider, shape, mode)
-        for op in OPS
-        for shape in SHAPES[size][op]
-        for mode in benchmarking.MODES
-        for provider in benchmarking.PROVIDERS  # reference first: the others' speedups need its median
-    ]
-
-
-def _inputs(case: FreqCase, device: torch.device):
+def _inputs(case: benchmarking.OpCase, device: torch.device):
     """(args, output gradients) of one case."""
     g = torch.Generator().manual_seed(0)
     B, C, H, W = case.shape
@@ -93,7 +70,7 @@ def _inputs(case: FreqCase, device: torch.device):
     return (y, weight, bias, residual), (real(B, C, H, W),)
 
 
-def _ops(case: FreqCase):
+def _ops(case: benchmarking.OpCase):
     """(fused, reference) callables of the case; spectrum_to_polar as FreqBlock calls it, on the half
     spectrum of an even-width signal (W//2 + 1 = 121 columns: W = 240)."""
     fused, ref = getattr(frequency_ops, case.op), getattr(reference, case.op)

@@ -8,7 +8,6 @@ and warmed (compiled, for `compile`) outside the timed rounds by the `op_run` fi
 (conftest.py); extra_info holds GB/s, on CUDA the % of the measured copy bandwidth and the peak memory of
 one call, and the speedup over the reference measured in this session.
 """
-import dataclasses
 import math
 
 import torch
@@ -23,29 +22,8 @@ SHAPES = {
 NONFINITE = 1e-5  # FSMNet's replacement of non-finite values
 
 
-@dataclasses.dataclass(frozen=True)
-class GateCase:
-    provider: str
-    shape: tuple[int, ...]
-    mode: str
-
-    @property
-    def group(self) -> str:
-        return f"gated_fusion-{'x'.join(map(str, self.shape))}-{self.mode}"
-
-    @property
-    def id(self) -> str:
-        return f"{self.group}-{self.provider}"
-
-
-def cases(size: str) -> list[GateCase]:
-    # The reference first in each group: the other providers' speedups are measured against it.
-    return [
-        GateCase(provider, shape, mode)
-        for shape in SHAPES[size]
-        for mode in benchmarking.MODES
-        for provider in benchmarking.PROVIDERS
-    ]
+def cases(size: str) -> list[benchmarking.OpCase]:
+    return benchmarking.op_cases({"gated_fusion": SHAPES[size]})
 
 
 def _bytes_moved(shape: tuple[int, ...], mode: str, itemsize: int = 4) -> int:

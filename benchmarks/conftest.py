@@ -9,11 +9,12 @@ Run from the repository root:
 Each bench_*.py with cases defines `cases(size)` (the cases of a --bench-size, each with .id, .group,
 .provider, .mode; the reference first in each group) and a test taking the `case` fixture; this conftest
 parametrises it, skips the providers the device lacks and, with the `measure` fixture, times the case
-and fills extra_info the same way for every suite. `op_run` builds a case of a single op (the three op
-suites). Data consistency's and the models' cases are defined in `mcmri_fast.benchmarking` (shared with
-`python -m mcmri_fast bench`). pytest-benchmark stores runs (`--benchmark-autosave`, `--benchmark-compare`) under
-.benchmarks/<device>/ unless --benchmark-storage says otherwise. The repository's pytest config points
-at tests/, so this conftest collects the bench_*.py files itself.
+and fills extra_info the same way for every suite. `op_run` builds a case of a single op (the op
+suites, whose cases are `benchmarking.op_cases`). Data consistency's and the models' cases are defined
+in `mcmri_fast.benchmarking` (shared with `python -m mcmri_fast bench`). pytest-benchmark stores runs
+(`--benchmark-autosave`, `--benchmark-compare`) under .benchmarks/<device>/ unless --benchmark-storage
+says otherwise. The repository's pytest config points at tests/, so this conftest collects the
+bench_*.py files itself.
 """
 import fnmatch
 import math

@@ -47,6 +47,7 @@ __all__ = [
     "DCCase",
     "DCShape",
     "ModelCase",
+    "OpCase",
     "Timing",
     "build_data_consistency_case",
     "build_model_case",
@@ -59,6 +60,7 @@ __all__ = [
     "format_table",
     "measured_copy_bandwidth",
     "model_cases",
+    "op_cases",
     "peak_memory",
     "provider_status",
     "select",
@@ -363,6 +365,45 @@ def build_data_consistency_case(
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Single ops (the suites benchmarks/bench_<op>.py)
+
+
+@dataclasses.dataclass(frozen=True)
+class OpCase:
+    """One benchmark of a single op: a provider on an input shape in a mode. The shape is a tuple of
+    sizes or an object whose str() names it (with a note, say)."""
+
+    op: str
+    shape: object
+    mode: str
+    provider: str
+
+    @property
+    def shape_name(self) -> str:
+        return "x".join(map(str, self.shape)) if isinstance(self.shape, tuple) else str(self.shape)
+
+    @property
+    def group(self) -> str:
+        return f"{self.op} {self.shape_name} {self.mode}"
+
+    @property
+    def id(self) -> str:
+        return f"{self.op}-{self.shape_name}-{self.mode}-{self.provider}"
+
+
+def op_cases(shapes_by_op: Mapping[str, Iterable]) -> list[OpCase]:
+    """Every op x shape x mode x provider, the providers innermost with the reference first: its median
+    is there when the others' speedups are measured."""
+    return [
+        OpCase(op, shape, mode, provider)
+        for op, shapes in shapes_by_op.items()
+        for shape in shapes
+        for mode in MODES
+        for provider in PROVIDERS
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------
