@@ -76,7 +76,5 @@ def test_channel_attention(case, bench_device, op_run, measure):
         run,
         setup_s=setup_s,
         bytes_moved=_bytes_moved(case.shape, case.mode),
-        extra_info=dict(
-            provider=case.provider, shape=str(case.shape), shape_note=case.shape.note, heads=HEADS, mode=case.mode
-        ),
+        extra_info=dict(shape_note=case.shape.note, heads=HEADS),
     )

@@ -18,11 +18,9 @@ def test_data_consistency(case, bench_device, measure):
         setup_s=built.setup_s,
         bytes_moved=built.bytes_moved,
         extra_info=dict(
-            provider=case.provider,
             shape=str(case.shape),
             shape_note=case.shape.note,
             mask=case.mask,
-            mode=case.mode,
             input_copies=built.input_copies,
         ),
     )

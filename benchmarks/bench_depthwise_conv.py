@@ -50,5 +50,4 @@ def test_depthwise_conv3x3(case, bench_device, op_run, measure):
         run,
         setup_s=setup_s,
         bytes_moved=_bytes_moved(case.shape, case.mode),
-        extra_info=dict(provider=case.provider, shape=str(case.shape), mode=case.mode),
     )

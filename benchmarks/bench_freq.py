@@ -86,5 +86,4 @@ def test_frequency(case, bench_device, op_run, measure):
         run,
         setup_s=setup_s,
         bytes_moved=BYTES_PER_ELEMENT[(case.op, case.mode)] * math.prod(case.shape),
-        extra_info=dict(op=case.op, provider=case.provider, shape=str(case.shape), mode=case.mode),
     )

@@ -29,9 +29,6 @@ def test_model(case, bench_device, measure):
     measure(
         run,
         setup_s=setup_s,
-        extra_info=dict(
-            model=case.model, config=dict(case.config), shape="x".join(map(str, case.shape)),
-            mode=case.mode, provider=case.provider,
-        ),
+        extra_info=dict(model=case.model, config=dict(case.config), shape="x".join(map(str, case.shape))),
         min_estimate_calls=1,
     )

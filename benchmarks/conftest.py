@@ -174,19 +174,20 @@ def op_run(case, bench_device):
 
 @pytest.fixture
 def measure(case, benchmark, bench_device, bench_time, reference_medians):
-    """measure(run, *, setup_s, extra_info, bytes_moved=None, min_estimate_calls=2): times run() for `case`.
+    """measure(run, *, setup_s, extra_info=None, bytes_moved=None, min_estimate_calls=2): times run() for `case`.
 
     run() is one warm call (synchronised on CUDA here). Rounds and iterations come from the mean cost of
     warm calls over ESTIMATE_S (at least `min_estimate_calls` of them): a round lasts at least
     MIN_ROUND_S, all rounds `--bench-time` seconds, at least MIN_ROUNDS rounds. benchmark.group is the
-    case's group; extra_info gets `extra_info` (the suite's own fields), bytes_moved (when given),
+    case's group; extra_info gets the case's provider and mode (and op and shape for a
+    benchmarking.OpCase), `extra_info` (the suite's own fields), bytes_moved (when given),
     setup_s and benchmarking.environment(). With --benchmark-disable run() is called once, as a smoke
     test, and nothing more is recorded. Otherwise extra_info also gets GB/s (and on CUDA the % of the
     measured copy bandwidth) when bytes_moved is given, peak_mem_mb on CUDA and speedup_vs_reference:
     the reference of a group runs first and leaves its median in `reference_medians`.
     """
 
-    def measure(run, *, setup_s, extra_info, bytes_moved=None, min_estimate_calls=2):
+    def measure(run, *, setup_s, extra_info=None, bytes_moved=None, min_estimate_calls=2):
         if bench_device.type == "cuda":
 
             def timed():
@@ -205,7 +206,10 @@ def measure(case, benchmark, bench_device, bench_time, reference_medians):
         rounds = max(MIN_ROUNDS, math.ceil(bench_time / (one_call * iterations)))
 
         benchmark.group = case.group
-        benchmark.extra_info.update(extra_info)
+        benchmark.extra_info.update(provider=case.provider, mode=case.mode)
+        if isinstance(case, benchmarking.OpCase):
+            benchmark.extra_info.update(op=case.op, shape=case.shape_name)
+        benchmark.extra_info.update(extra_info or {})
         if bytes_moved is not None:
             benchmark.extra_info["bytes_moved"] = bytes_moved
         benchmark.extra_info.update(setup_s=round(setup_s, 3), **benchmarking.environment(bench_device))
