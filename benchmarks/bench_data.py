@@ -71,6 +71,8 @@ def test_dataloader(benchmark, source, workers, fastmri_pairs, pytestconfig):
     epoch()  # starts the workers and warms the caches
     benchmark.group = f"dataloader {source}"
     benchmark.pedantic(epoch, rounds=3, iterations=1)
+    if not benchmark.enabled:  # --benchmark-disable: the epoch ran once, as a smoke test
+        return
     slices_per_s = len(dataset) / benchmark.stats.stats.median
     benchmark.extra_info.update(source=source, workers=workers, slices=len(dataset), slices_per_s=slices_per_s,
                                 torch_threads=torch.get_num_threads())
