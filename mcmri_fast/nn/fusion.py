@@ -1,6 +1,7 @@
 """FSMNet's fusion blocks (seed 002): reference→target (CMS) and frequency↔spatial (FS), both ending in
 the sigmoid gate of `ops.gated_fusion`."""
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
@@ -10,9 +11,24 @@ from .attention import ChannelAttention
 __all__ = ["CMSFusion", "FSFusion"]
 
 
-def _gate_logits(channels: int) -> nn.Sequential:
-    """conv3×3 (2C → C) → conv3×3 (C → 2C): the gate's logits, one map per fused input."""
-    return nn.Sequential(nn.Conv2d(2 * channels, channels, 3, padding=1), nn.Conv2d(channels, 2 * channels, 3, padding=1))
+class _GateLogits(nn.Sequential):
+    """The gate's logits, one map per fused input: conv3×3 (2C → C) of cat[a, b] → conv3×3 (C → 2C).
+
+    The first convolution runs as two, over a and over b with the two halves of its weight, summed: the
+    same map without the concatenated copy, which autograd would keep for the weight's gradient
+    besides a and b (which the gate keeps too). 2C maps fewer per fusion, and no slower (oneDNN, CPU).
+    The parameters are those of the concatenating form (gate.0, gate.1)."""
+
+    def __init__(self, channels: int):
+        super().__init__(nn.Conv2d(2 * channels, channels, 3, padding=1), nn.Conv2d(channels, 2 * channels, 3, padding=1))
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        reduce, expand = self[0], self[1]
+        channels = a.shape[1]
+        # in place on a fresh convolution output, which its backward does not read
+        hidden = F.conv2d(a, reduce.weight[:, :channels], reduce.bias, padding=1)
+        hidden = hidden.add_(F.conv2d(b, reduce.weight[:, channels:], padding=1))
+        return expand(hidden)
 
 
 class CMSFusion(nn.Module):
@@ -24,11 +40,11 @@ class CMSFusion(nn.Module):
         super().__init__()
         self.reference = nn.Conv2d(channels, channels, 3, padding=1)
         self.target = nn.Conv2d(channels, channels, 3, padding=1)
-        self.gate = _gate_logits(channels)
+        self.gate = _GateLogits(channels)
 
     def forward(self, reference: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         r, t = self.reference(reference), self.target(target)
-        return ops.gated_fusion(r, t, self.gate(torch.cat((r, t), dim=1)), nonfinite=NONFINITE_VALUE)
+        return ops.gated_fusion(r, t, self.gate(r, t), nonfinite=NONFINITE_VALUE)
 
 
 class FSFusion(nn.Module):
@@ -46,10 +62,10 @@ class FSFusion(nn.Module):
         self.first = nn.Conv2d(channels, channels, 3, padding=1)
         self.second = nn.Conv2d(channels, channels, 3, padding=1)
         self.attention = ChannelAttention(channels, heads)
-        self.gate = _gate_logits(channels)
+        self.gate = _GateLogits(channels)
 
     def forward(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
         p, s = self.first(first), self.second(second)
         p = self.attention(p, s) + p
         s = self.attention(s, p) + s
-        return ops.gated_fusion(p, s, self.gate(torch.cat((p, s), dim=1)), nonfinite=NONFINITE_VALUE)
+        return ops.gated_fusion(p, s, self.gate(p, s), nonfinite=NONFINITE_VALUE)
