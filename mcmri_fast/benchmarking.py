@@ -61,6 +61,7 @@ __all__ = [
     "measured_copy_bandwidth",
     "model_cases",
     "op_cases",
+    "kept_for_backward",
     "peak_memory",
     "provider_status",
     "select",
@@ -569,6 +570,22 @@ def peak_memory(run: Callable[[], None], device: torch.device | str) -> int | No
     run()
     torch.cuda.synchronize(device)
     return torch.cuda.max_memory_allocated(device) - before
+
+
+def kept_for_backward(run: Callable[[], None]) -> int:
+    """The bytes autograd keeps for the backward during one call of `run`: the distinct storages of the
+    tensors saved by its forward (activations, so the training memory a fused model saves, on any
+    device; counted, not sampled, so the same in every run). Not for torch.compile'd runs."""
+    kept = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        # held until the count is done: no freed address is reused by another saved tensor meanwhile
+        kept.setdefault(tensor.untyped_storage().data_ptr(), tensor)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        run()
+    return sum(tensor.untyped_storage().nbytes() for tensor in kept.values())
 
 
 @functools.lru_cache(maxsize=None)

@@ -113,7 +113,8 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="NAME",
         help="time this registered model instead (whole network: fused backends vs the reference ops, "
-        "the shapes of mcmri_fast.benchmarking.MODEL_SHAPES; a paper-size CPU step takes tens of seconds)",
+        "the shapes of mcmri_fast.benchmarking.MODEL_SHAPES; a paper-size CPU step takes tens of seconds); "
+        "for fwd+bwd also the activations kept for backward (kept MB, any device)",
     )
     bench.add_argument(
         "--shapes",
@@ -307,16 +308,19 @@ def _bench_model(args, parser, device: torch.device, providers: list[str], modes
             timing = timings.get(case.provider)
             cells = [case.group, case.provider]
             if timing is None:
-                cells += ["failed", "", ""]
+                cells += ["failed", "", "", ""]
             else:
                 speedup = "-" if reference is None else f"{reference.median_s / timing.median_s:.2f}x"
                 peak = timing.peak_memory_bytes
-                cells += [f"{timing.median_s * 1e3:.1f}", speedup, "-" if peak is None else f"{peak / 2**20:.0f}"]
+                kept = "-"
+                if case.mode == "fwd+bwd" and case.provider != "compile":
+                    kept = f"{benchmarking.kept_for_backward(runs[case.provider]) / 2**20:.1f}"
+                cells += [f"{timing.median_s * 1e3:.1f}", speedup, "-" if peak is None else f"{peak / 2**20:.0f}", kept]
             lines.append(cells)
         del runs
     env = benchmarking.environment(device)
     print(_header(env, device, title=f"model {args.model}"))
-    print(benchmarking.format_table(["case", "provider", "median ms", "speedup", "peak MB"], lines, text_columns=2))
+    print(benchmarking.format_table(["case", "provider", "median ms", "speedup", "peak MB", "kept MB"], lines, text_columns=2))
     return 1 if failed else 0
 
 

@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import mcmri_fast
 from mcmri_fast import _native, benchmarking, cli
@@ -34,6 +35,29 @@ def test_bench_model_small_prints_interleaved_speedups(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["bench", "--model", "nope", "--size", "small"])
     assert exit_info.value.code == 2 and "no benchmark cases" in capsys.readouterr().err
+
+
+def test_bench_model_reports_the_activations_kept_for_backward(capsys):
+    args = ["bench", "--model", "fsmnet", "--size", "small", "--min-run-time", "0.01", "--providers", "reference", "cpu",
+            "--modes", "fwd+bwd"]
+    assert cli.main(args) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[1].split()[-2:] == ["kept", "MB"]
+    kept = {line.split()[1]: float(line.split()[-1]) for line in lines[3:]}
+    # the fused ops keep less for backward than the reference ops (the attention's projections, say)
+    assert 0 < kept["cpu"] < kept["reference"]
+
+
+def test_kept_for_backward_counts_each_saved_storage_once():
+    x = torch.randn(1000, requires_grad=True)
+
+    def run():
+        y = x.exp()  # keeps its output: 4000 bytes
+        (y * y).sum().backward()  # keeps y (already counted) twice
+
+    assert benchmarking.kept_for_backward(run) == 4000
+    with torch.no_grad():
+        assert benchmarking.kept_for_backward(lambda: x.exp()) == 0
 
 
 def test_bench_model_shapes_select_cases(capsys):
