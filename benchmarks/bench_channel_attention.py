@@ -1,4 +1,5 @@
-"""Benchmarks of mcmri_fast.ops.channel_attention: provider x shape x mode.
+"""Benchmarks of mcmri_fast.ops.channel_attention, and of depthwise_channel_attention (the attention with
+its depthwise 3×3 projections, as FSMNet's ChannelAttention runs it): op x provider x shape x mode.
 
 Shapes: "paper" = FSMNet's FS-fusion attention (C = 64, 8 heads) at a 240² input and its batch-4 and
 320² variants, and the 30² map of its deepest level; "small" = CI smoke shapes. Self-attention inputs
@@ -15,7 +16,7 @@ import dataclasses
 import torch
 
 from mcmri_fast import benchmarking, reference
-from mcmri_fast.ops.channel_attention import channel_attention
+from mcmri_fast.ops.channel_attention import channel_attention, depthwise_channel_attention
 
 HEADS = 8
 
@@ -46,32 +47,50 @@ SHAPES = {
 }
 
 
+ATTENTION, DEPTHWISE_ATTENTION = f"channel_attention-h{HEADS}", f"depthwise_channel_attention-h{HEADS}"
+
+
 def cases(size: str) -> list[benchmarking.OpCase]:
-    return benchmarking.op_cases({f"channel_attention-h{HEADS}": SHAPES[size]})
+    return benchmarking.op_cases({ATTENTION: SHAPES[size], DEPTHWISE_ATTENTION: SHAPES[size]})
 
 
 def _bytes_moved(shape: AttentionShape, mode: str, itemsize: int = 4) -> int:
-    """What the op must move at least: fwd reads q, k, v and writes out; the backward reads the incoming
-    gradient, q, k and v and writes their three gradients (the per-head tensors are negligible)."""
+    """What either op must move at least: fwd reads q, k, v (or q, kv) and writes out; the backward reads
+    the incoming gradient, q, k and v and writes their three gradients (the per-head tensors and the
+    depthwise kernels are negligible)."""
     one = shape.batch * shape.channels * shape.height * shape.width * itemsize
     return (4 if mode == "fwd" else 11) * one
 
 
-def _inputs(shape: AttentionShape, device: torch.device):
-    """((q, k, v, temperature), (grad,)): the op's arguments (a temperature of 1 per head) and the
-    gradient of its output."""
+def _inputs(shape: AttentionShape, device: torch.device, depthwise: bool):
+    """(args, (grad,)): the op's tensor arguments (a temperature of 1 per head; for the depthwise op q,
+    kv [B, 2C, H, W] and random 3×3 kernels) and the gradient of its output."""
     generator = torch.Generator().manual_seed(0)
     size = (shape.batch, shape.channels, shape.height, shape.width)
-    q, k, v, grad = (torch.randn(size, generator=generator).to(device) for _ in range(4))
-    return (q, k, v, torch.ones(HEADS, device=device)), (grad,)
+    q, k, v, grad = (torch.randn(size, generator=generator) for _ in range(4))
+    temperature = torch.ones(HEADS)
+    if depthwise:
+        kernels = torch.randn(3 * shape.channels, 1, 3, 3, generator=generator) / 3
+        args = (q, torch.cat((k, v), dim=1), kernels[: shape.channels], kernels[shape.channels :], temperature)
+    else:
+        args = (q, k, v, temperature)
+    return tuple(t.to(device) for t in args), (grad.to(device),)
 
 
 def test_channel_attention(case, bench_device, op_run, measure):
-    run, setup_s = op_run(
-        lambda q, k, v, t: channel_attention(q, k, v, t, HEADS),
-        lambda q, k, v, t: reference.channel_attention(q, k, v, t, HEADS),
-        lambda: _inputs(case.shape, bench_device),
-    )
+    inputs = lambda: _inputs(case.shape, bench_device, case.op == DEPTHWISE_ATTENTION)  # noqa: E731
+    if case.op == DEPTHWISE_ATTENTION:
+        run, setup_s = op_run(
+            lambda q, kv, wq, wkv, t: depthwise_channel_attention(q, kv, wq, wkv, t, HEADS),
+            lambda q, kv, wq, wkv, t: reference.depthwise_channel_attention(q, kv, wq, wkv, t, HEADS),
+            inputs,
+        )
+    else:
+        run, setup_s = op_run(
+            lambda q, k, v, t: channel_attention(q, k, v, t, HEADS),
+            lambda q, k, v, t: reference.channel_attention(q, k, v, t, HEADS),
+            inputs,
+        )
     measure(
         run,
         setup_s=setup_s,

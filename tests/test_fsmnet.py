@@ -20,8 +20,7 @@ PAPER_PARAMETERS = 13_799_848
 PAPER_GMACS_240 = 159
 # The blocks that run fused ops (the rest of the network is plain convolutions and activations).
 FUSED_BLOCKS = (FreqBlock, FSFusion, CMSFusion)
-FUSED_OPS = ("spectrum_to_polar", "polar_to_spectrum", "frequency_epilogue", "depthwise_conv3x3", "channel_attention",
-             "gated_fusion")
+FUSED_OPS = ("spectrum_to_polar", "polar_to_spectrum", "frequency_epilogue", "depthwise_channel_attention", "gated_fusion")
 
 
 def _batch(shape, seed=0):
@@ -93,7 +92,7 @@ def test_fused_network_matches_the_reference_backend(config, shape):
     reference ops, fed the activations of the reference network's forward pass at every place:
     * every block that runs fused ops (22 frequency blocks, 14 FS- and 10 CMS-fusions) gives the
       reference's output;
-    * every fused op call (three per frequency block, seven per FS-fusion, one per CMS-fusion) gives the
+    * every fused op call (three per frequency block, three per FS-fusion, one per CMS-fusion) gives the
       reference's outputs and the same gradients of all its inputs (weights included) for a random
       output gradient.
     The rest of every parameter gradient is plain PyTorch (convolutions, activations, FFTs).
@@ -127,8 +126,8 @@ def test_fused_network_matches_the_reference_backend(config, shape):
     for hook in hooks:
         hook.remove()
     assert len(blocks) == 22 + 14 + 10
-    # FreqBlock: 3 ops; FS: 2 attentions (each 2 depthwise convolutions and the attention) and the gate; CMS: the gate
-    assert len(op_calls) == 22 * 3 + 14 * (2 * 3 + 1) + 10
+    # FreqBlock: 3 ops; FS: 2 attentions (with their depthwise projections) and the gate; CMS: the gate
+    assert len(op_calls) == 22 * 3 + 14 * (2 + 1) + 10
 
     for index, (module, inputs, expected) in enumerate(blocks):
         with mcmri_fast.use_backend("cpu"), torch.no_grad():
@@ -153,6 +152,20 @@ def test_fused_network_matches_the_reference_backend(config, shape):
             scale = b.abs().max().item() + 1e-12
             torch.testing.assert_close(a / scale, b / scale, rtol=1e-4, atol=1e-5,
                                        msg=lambda m: f"op call {index} ({name}), tensor {i}: {m}")
+
+
+def test_gate_logits_are_the_concatenating_form():
+    """The fusions' gate logits: the first convolution as two over a and b (no concatenated copy) gives
+    conv(cat[a, b]) and its gradients, with the same parameters."""
+    torch.manual_seed(0)
+    gate = CMSFusion(8).gate.double()
+    a, b = (torch.randn(2, 8, 9, 7, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    grad = torch.randn(2, 16, 9, 7, dtype=torch.float64)
+    results = []
+    for logits in (gate(a, b), torch.nn.Sequential.forward(gate, torch.cat((a, b), dim=1))):
+        results.append((logits,) + torch.autograd.grad(logits, (a, b, *gate.parameters()), grad))
+    for got, expected in zip(*results, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
 
 def test_compile_fullgraph_on_cpu():

@@ -21,8 +21,10 @@ second attention per FS-fusion that its forward never calls, left out here), abo
 240 × 240 (convolutions and matrix products; `tests/test_fsmnet.py` counts both).
 
 Fused ops: the frequency blocks run `ops.spectrum_to_polar`, `ops.polar_to_spectrum` and
-`ops.frequency_epilogue`, the FS-fusions `ops.channel_attention`, every fusion `ops.gated_fusion`. Under
-`mcmri_fast.use_backend("reference")` the same network runs on the pure-PyTorch references.
+`ops.frequency_epilogue`, the FS-fusions `ops.depthwise_channel_attention` (the attention with its
+depthwise projections, which it recomputes in backward rather than keep), every fusion
+`ops.gated_fusion`. Under `mcmri_fast.use_backend("reference")` the same network runs on the
+pure-PyTorch references.
 
 Training (the paper): L1(img_out) + L1(img_fre) + 0.01·(L1 of |rfft2| + L1 of angle(rfft2)) of img_fre
 against the target; AdamW (lr 1e-4, weight decay 1e-4), batch 4, 100k iterations with the rate halved

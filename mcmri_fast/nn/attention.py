@@ -14,8 +14,9 @@ class ChannelAttention(nn.Module):
     Q = dwconv3×3(conv1×1(x)); K, V = chunk(dwconv3×3(conv1×1(context, 2C))); per head, Q and K are
     L2-normalised over pixels, A = softmax(Q Kᵀ · temperature) (a (C/heads)² matrix, temperature
     learnable per head, init 1), out = conv1×1(A V). Convolutions without bias (FSMNet's setting).
-    The depthwise 3×3 convolutions run `ops.depthwise_conv3x3` (PyTorch's own is oneDNN's, slow on
-    NCHW maps on the CPU), the attention `ops.channel_attention`.
+    The depthwise convolutions and the attention run as one op, `ops.depthwise_channel_attention`
+    (fused stencils: PyTorch's depthwise convolution is oneDNN's, slow on NCHW maps on the CPU), which
+    recomputes the depthwise outputs in backward instead of keeping three more maps per call.
     x, context [B, C, H, W] → [B, C, H, W].
     """
 
@@ -33,7 +34,8 @@ class ChannelAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         context = x if context is None else context
-        q = ops.depthwise_conv3x3(self.query(x), self.query_dw.weight, self.query_dw.bias)
-        key_value = ops.depthwise_conv3x3(self.key_value(context), self.key_value_dw.weight, self.key_value_dw.bias)
-        k, v = key_value.chunk(2, dim=1)
-        return self.project_out(ops.channel_attention(q, k, v, self.temperature, self.heads))
+        out = ops.depthwise_channel_attention(
+            self.query(x), self.key_value(context), self.query_dw.weight, self.key_value_dw.weight, self.temperature,
+            self.heads, q_bias=self.query_dw.bias, kv_bias=self.key_value_dw.bias,
+        )
+        return self.project_out(out)

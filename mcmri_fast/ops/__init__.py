@@ -1,5 +1,5 @@
 """The public functional API: one module per op (validation, backend dispatch, custom-op registration)."""
-from .channel_attention import channel_attention
+from .channel_attention import channel_attention, depthwise_channel_attention
 from .data_consistency import data_consistency, dunsa_data_consistency
 from .depthwise_conv import depthwise_conv3x3
 from .frequency import frequency_epilogue, polar_to_spectrum, spectrum_to_polar
@@ -8,6 +8,7 @@ from .gated_fusion import gated_fusion
 __all__ = [
     "channel_attention",
     "data_consistency",
+    "depthwise_channel_attention",
     "depthwise_conv3x3",
     "dunsa_data_consistency",
     "frequency_epilogue",

@@ -31,6 +31,14 @@ math below, and differ only in the three N-sized passes):
   backward-pass kernel (broadcast multiply + sum for heads below 16 channels, tl.dot at 16 and more).
   cuda: the same three passes as CUDA kernels (csrc/cuda/channel_attention.cu). The tiny step runs as
   torch ops on [B, heads, d, d] tensors for every backend (on a GPU a dozen small launches).
+
+`depthwise_channel_attention` is the attention on Restormer's depthwise 3×3 projections of q and of kv
+(FSMNet's ChannelAttention): on the fused backends one op whose forward runs the depthwise stencils
+(`ops.depthwise_conv3x3`'s kernels; keys and values each by their own call, so no copy splits kv at
+B > 1) and the passes above, and which keeps q and kv, not the projections, for backward: the backward
+recomputes them (one stencil pass each), runs the attention's backward, then the stencils' backward.
+Three maps fewer kept per call, 11% of FSMNet's training activations, for a recomputation the size
+of the forward's stencils.
 """
 import math
 
@@ -39,8 +47,9 @@ import torch
 from .. import reference
 from ..backends import select_backend
 from ..reference.channel_attention import NORM_EPS
+from . import depthwise_conv
 
-__all__ = ["channel_attention"]
+__all__ = ["channel_attention", "depthwise_channel_attention"]
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -87,6 +96,54 @@ def channel_attention(
     t = temperature.reshape(heads).to(_accumulate_dtype(q.dtype))
     out, _, _, _, _ = torch.ops.mcmri_fast.channel_attention(*flat, t, heads, normalize, backend)
     return out.reshape(q.shape)
+
+
+def depthwise_channel_attention(
+    q: torch.Tensor,
+    kv: torch.Tensor,
+    q_weight: torch.Tensor,
+    kv_weight: torch.Tensor,
+    temperature: torch.Tensor,
+    heads: int,
+    *,
+    q_bias: torch.Tensor | None = None,
+    kv_bias: torch.Tensor | None = None,
+    normalize: bool = True,
+) -> torch.Tensor:
+    """Restormer's attention on its projections: `channel_attention(dw3×3(q), K̃, Ṽ)` with
+    K̃, Ṽ = chunk(dw3×3(kv), 2) (`depthwise_conv3x3` of each input with its own weight and bias).
+
+    The same values and gradients as the two ops in sequence, with less memory for training: on the
+    fused backends the depthwise outputs Q̃, K̃, Ṽ are not kept for the backward but recomputed there
+    from q and kv (one stencil pass each), so a call keeps q and kv (which the 1×1 projections before
+    it keep anyway) instead of three more maps. The reference backend runs the two references.
+
+    Args:
+        q: the query projection [B, Cq, H, W].
+        kv: the key and value projections, concatenated: [B, 2·Ck, H, W] (keys first).
+        q_weight, kv_weight: the depthwise kernels [C, 1, 3, 3] or [C, 3, 3] of q's and kv's channels.
+        temperature, heads, normalize: as `channel_attention`.
+        q_bias, kv_bias: [C] or None.
+
+    q and kv: float32, float64, float16 or bfloat16, of one dtype once promoted with their weights and
+    biases. Returns [B, Cq, H, W]; gradients flow to every tensor argument.
+    """
+    q, q_weight, q_bias = depthwise_conv._validate(q, q_weight, q_bias)
+    kv, kv_weight, kv_bias = depthwise_conv._validate(kv, kv_weight, kv_bias)
+    if kv.shape[1] % 2:
+        raise ValueError(f"kv must hold keys and values, an even channel count, got shape {tuple(kv.shape)}")
+    if kv.dtype != q.dtype:
+        raise TypeError(f"q and kv must have one dtype with their weights and biases, got {q.dtype} and {kv.dtype}")
+    k, v = kv.chunk(2, dim=1)
+    _validate(q, k, v, temperature, heads, normalize)
+    backend = _select(q.device)
+    if backend == "reference":
+        return reference.depthwise_channel_attention(q, kv, q_weight, kv_weight, temperature, heads, q_bias, kv_bias, normalize)
+    t = temperature.reshape(heads).to(_accumulate_dtype(q.dtype))
+    out, *_ = torch.ops.mcmri_fast.depthwise_channel_attention(
+        q, kv, q_weight.reshape(-1, 3, 3), q_bias, kv_weight.reshape(-1, 3, 3), kv_bias, t, heads, normalize, backend
+    )
+    return out
 
 
 @torch.compiler.assume_constant_result
@@ -286,3 +343,96 @@ def _backward(ctx, grad, *_grad_saved):
 
 
 _channel_attention_fused.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Depthwise projections and attention in one op: the depthwise outputs are recomputed in backward
+
+
+def _halves(t: torch.Tensor | None):
+    """The keys' and the values' parts of kv (or of its weight / bias) along dim 1 (dim 0 for those)."""
+    if t is None:
+        return None, None
+    return t.chunk(2, dim=1 if t.dim() == 4 else 0)
+
+
+def _depthwise_projections(q, kv, q_weight, q_bias, kv_weight, kv_bias, backend):
+    """(Q̃, K̃, Ṽ) as [B, C, N] contiguous: keys and values each by their own stencil call, so neither
+    needs a copy out of the interleaved [B, 2Ck, N] layout at B > 1."""
+    # the registered op (not the bare kernel): the backward, which recomputes these, is traced under compile
+    forward = torch.ops.mcmri_fast.depthwise_conv3x3
+    (k, v), (k_weight, v_weight), (k_bias, v_bias) = _halves(kv), _halves(kv_weight), _halves(kv_bias)
+    outs = (forward(q, q_weight, q_bias, backend), forward(k, k_weight, k_bias, backend), forward(v, v_weight, v_bias, backend))
+    return [o.view(o.shape[0], o.shape[1], -1) for o in outs]
+
+
+@torch.library.custom_op("mcmri_fast::depthwise_channel_attention", mutates_args=())
+def _depthwise_channel_attention_fused(
+    q: torch.Tensor,
+    kv: torch.Tensor,
+    q_weight: torch.Tensor,
+    q_bias: torch.Tensor | None,
+    kv_weight: torch.Tensor,
+    kv_bias: torch.Tensor | None,
+    temperature: torch.Tensor,
+    heads: int,
+    normalize: bool,
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q [B, Cq, H, W], kv [B, 2Ck, H, W]; weights [C, 3, 3]; temperature [heads] in the accumulation
+    dtype. Returns (out [B, Cq, H, W], A, Ĝ and the row norms: the attention op's tiny outputs)."""
+    projections = _depthwise_projections(q, kv, q_weight, q_bias, kv_weight, kv_bias, backend)
+    out, *tiny = _channel_attention_fused(*projections, temperature, heads, normalize, backend)
+    return (out.view(q.shape), *tiny)
+
+
+@_depthwise_channel_attention_fused.register_fake
+def _(q, kv, q_weight, q_bias, kv_weight, kv_bias, temperature, heads, normalize, backend):
+    B, Cq = q.shape[:2]
+    dq, dk = Cq // heads, kv.shape[1] // 2 // heads
+    tiny = q.new_empty((B, heads, dq, dk), dtype=temperature.dtype)
+    return torch.empty_like(q, memory_format=torch.contiguous_format), tiny, torch.empty_like(tiny), tiny.new_empty((B, heads, dq)), tiny.new_empty((B, heads, dk))
+
+
+def _depthwise_attention_setup_context(ctx, inputs, output):
+    q, kv, q_weight, q_bias, kv_weight, kv_bias, temperature, heads, normalize, backend = inputs
+    _, attn, gram_hat, q_norm, k_norm = output
+    ctx.mark_non_differentiable(attn, gram_hat, q_norm, k_norm)
+    ctx.set_materialize_grads(False)
+    # The inputs, not the depthwise outputs: those are recomputed (the memory this op exists to save).
+    ctx.save_for_backward(q, kv, q_weight, q_bias, kv_weight, kv_bias, temperature, attn, gram_hat, q_norm, k_norm)
+    ctx.heads, ctx.normalize, ctx.backend = heads, normalize, backend
+
+
+def _depthwise_attention_backward(ctx, grad, *_grad_saved):
+    if grad is None:
+        return (None,) * 10
+    q, kv, q_weight, q_bias, kv_weight, kv_bias, temperature, attn, gram_hat, q_norm, k_norm = ctx.saved_tensors
+    B = q.shape[0]
+    projections = _depthwise_projections(q, kv, q_weight, q_bias, kv_weight, kv_bias, ctx.backend)
+    grad_projections = torch.ops.mcmri_fast.channel_attention_backward(
+        grad.reshape(B, q.shape[1], -1), *projections, temperature, attn, gram_hat, q_norm, k_norm, ctx.heads, ctx.normalize,
+        ctx.backend,
+    )
+    need = ctx.needs_input_grad
+    grad_q, grad_k, grad_v, grad_temperature = grad_projections
+    (k, v), (k_weight, v_weight) = _halves(kv), _halves(kv_weight)
+    q_grads = _depthwise_backward(grad_q, q, q_weight, need[0], need[2], need[3] and q_bias is not None, ctx.backend)
+    k_grads = _depthwise_backward(grad_k, k, k_weight, need[1], need[4], need[5] and kv_bias is not None, ctx.backend)
+    v_grads = _depthwise_backward(grad_v, v, v_weight, need[1], need[4], need[5] and kv_bias is not None, ctx.backend)
+    # keys' and values' gradients side by side, as in kv (channels: dim 1 of maps, dim 0 of weights and biases)
+    kv_grads = [None if gk is None else torch.cat((gk, gv), dim=1 if gk.dim() == 4 else 0)
+                for gk, gv in zip(k_grads, v_grads)]
+    return (q_grads[0], kv_grads[0], q_grads[1], q_grads[2], kv_grads[1], kv_grads[2],
+            grad_temperature if need[6] else None, None, None, None)
+
+
+def _depthwise_backward(grad, x, weight, need_x, need_weight, need_bias, backend):
+    """(grad_x, grad_weight, grad_bias) of one depthwise call, None for each one not asked for; grad [B, C, N]."""
+    grads = torch.ops.mcmri_fast.depthwise_conv3x3_backward(grad.view(x.shape), x, weight, need_x, need_weight, need_bias, backend)
+    return tuple(g if needed else None for g, needed in zip(grads, (need_x, need_weight, need_bias)))
+
+
+_depthwise_channel_attention_fused.register_autograd(
+    _depthwise_attention_backward, setup_context=_depthwise_attention_setup_context
+)

@@ -1,5 +1,5 @@
 """Pure-PyTorch references of every op: the single source of truth for what an op computes."""
-from .channel_attention import channel_attention
+from .channel_attention import channel_attention, depthwise_channel_attention
 from .data_consistency import data_consistency
 from .depthwise_conv import depthwise_conv3x3
 from .frequency import frequency_epilogue, polar_to_spectrum, spectrum_to_polar
@@ -8,6 +8,7 @@ from .gated_fusion import gated_fusion
 __all__ = [
     "channel_attention",
     "data_consistency",
+    "depthwise_channel_attention",
     "depthwise_conv3x3",
     "frequency_epilogue",
     "gated_fusion",

@@ -3,6 +3,8 @@ matrix per head, summed over all pixels (FSMNet's FS-fusion attention; IMA's CSC
 import torch
 import torch.nn.functional as F
 
+from .depthwise_conv import depthwise_conv3x3
+
 # F.normalize's floor on the norm
 NORM_EPS = 1e-12
 
@@ -42,3 +44,26 @@ def channel_attention(
     attn = scores * temperature.reshape(1, heads, 1, 1).to(scores.dtype)
     out = attn.softmax(dim=-1) @ vh
     return out.reshape(B, Cq, *spatial)
+
+
+def depthwise_channel_attention(
+    q: torch.Tensor,
+    kv: torch.Tensor,
+    q_weight: torch.Tensor,
+    kv_weight: torch.Tensor,
+    temperature: torch.Tensor,
+    heads: int,
+    q_bias: torch.Tensor | None = None,
+    kv_bias: torch.Tensor | None = None,
+    normalize: bool = True,
+) -> torch.Tensor:
+    """Restormer's attention on its projections: the queries and the keys/values each through a depthwise
+    3×3 convolution, then `channel_attention`:
+
+        K̃, Ṽ = chunk(dw3×3(kv), 2 over channels),  out = channel_attention(dw3×3(q), K̃, Ṽ)
+
+    q [B, Cq, H, W]; kv [B, 2·Ck, H, W] (keys, then values); the weights [C, 1, 3, 3] of their inputs'
+    channels, biases [C] or None. Returns [B, Cq, H, W].
+    """
+    k, v = depthwise_conv3x3(kv, kv_weight, kv_bias).chunk(2, dim=1)
+    return channel_attention(depthwise_conv3x3(q, q_weight, q_bias), k, v, temperature, heads, normalize)
