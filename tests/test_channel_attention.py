@@ -5,15 +5,11 @@ import torch.nn.functional as F
 
 import mcmri_fast
 from mcmri_fast import reference
-from mcmri_fast.backends import BackendUnavailableError, backend_status
+from mcmri_fast.backends import BackendUnavailableError
 from mcmri_fast.ops.channel_attention import channel_attention
 
-FUSED = [
-    pytest.param("cpu", "cpu", id="cpu"),
-    pytest.param("triton", "cpu", id="triton-interpreted"),
-    pytest.param("cuda", "cuda", id="cuda", marks=pytest.mark.cuda),
-    pytest.param("triton", "cuda", id="triton-cuda", marks=pytest.mark.cuda),
-]
+from fused_backends import FUSED, require_backend
+
 # (B, Cq, Ck, heads, spatial): self-attention sizes (Cq = Ck), cross-attention with Cq != Ck (IMA's
 # concatenated queries), odd pixel counts, 1-D to 3-D spatial shapes, heads with 16+ channels (tl.dot).
 CASES = [
@@ -24,12 +20,6 @@ CASES = [
     (1, 32, 16, 1, (3, 5, 7)),
     (1, 64, 64, 1, (5, 9)),
 ]
-
-
-def _require(backend, device):
-    reason = backend_status(backend, torch.device(device))
-    if reason is not None:
-        pytest.skip(reason)
 
 
 def _inputs(case, dtype=torch.float32, device="cpu", seed=0):
@@ -66,7 +56,7 @@ def _float64(*tensors):
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}x{c[1]}-{c[2]}h{c[3]}-{'x'.join(map(str, c[4]))}")
 def test_fused_matches_reference(backend, device, normalize, case):
     """float32 forward and fused backward against the reference computed in float64."""
-    _require(backend, device)
+    require_backend(backend, device)
     q, k, v, t, grad = _inputs(case, device=device)
     if not normalize:  # raw Gram entries grow with N: keep the softmax out of saturation
         q, k = q / 4, k / 4
@@ -78,7 +68,7 @@ def test_fused_matches_reference(backend, device, normalize, case):
 
 @pytest.mark.parametrize("backend,device", FUSED)
 def test_fused_double_precision(backend, device):
-    _require(backend, device)
+    require_backend(backend, device)
     case = (2, 16, 8, 2, (5, 9))
     inputs = _inputs(case, dtype=torch.float64, device=device, seed=1)
     _assert_all_close(_run(backend, *inputs, 2), _run("reference", *inputs, 2), atol=1e-10, rtol=1e-10)
@@ -88,7 +78,7 @@ def test_fused_double_precision(backend, device):
 @pytest.mark.parametrize("normalize", [True, False], ids=["normalized", "raw"])
 def test_fused_gradcheck(backend, device, normalize):
     """float64 gradcheck through the fused backward (cross-attention, Cq != Ck, two heads)."""
-    _require(backend, device)
+    require_backend(backend, device)
     q, k, v, t, _ = _inputs((2, 4, 6, 2, (3, 5)), dtype=torch.float64, device=device, seed=2)
     q, k, v, t = (x.requires_grad_() for x in (q, k, v, t))
 
@@ -123,7 +113,7 @@ def test_reference_is_the_formula():
 def test_rows_below_eps(backend, device):
     """All-zero rows of Q and K (norm below eps): F.normalize divides them by eps, a constant, so their
     gradient has no projection term; the fused backward must agree with the reference there."""
-    _require(backend, device)
+    require_backend(backend, device)
     q, k, v, t, grad = _inputs((2, 8, 8, 2, (4, 5)), device=device, seed=5)
     q[0, 1] = 0
     q[1, 5] = 0
@@ -139,7 +129,7 @@ def test_rows_below_eps(backend, device):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_inputs(backend, device, dtype):
     """float16 / bfloat16 inputs: output in the input dtype, close to a float32 reference."""
-    _require(backend, device)
+    require_backend(backend, device)
     q, k, v, t, grad = _inputs((2, 16, 16, 2, (6, 7)), device=device, seed=6)
     half = tuple(x.to(dtype) for x in (q, k, v, grad))
     got = _run(backend, half[0], half[1], half[2], t, half[3], 2)
@@ -151,7 +141,7 @@ def test_half_inputs(backend, device, dtype):
 
 @pytest.mark.parametrize("backend,device", FUSED + [pytest.param("reference", "cpu", id="reference")])
 def test_noncontiguous_inputs(backend, device):
-    _require(backend, device)
+    require_backend(backend, device)
     q, k, v, t, grad = _inputs((2, 8, 8, 4, (6, 5)), device=device, seed=7)
     expected = _run("reference", q, k, v, t, grad, 4)
     q_nc = q.transpose(-1, -2).contiguous().transpose(-1, -2)
@@ -167,7 +157,7 @@ def test_noncontiguous_inputs(backend, device):
 def test_stride0_gradient_and_scalar_temperature_shape(backend, device):
     """`out.sum().backward()` gives a stride-0 gradient; a [1, heads, 1, 1] temperature (Restormer's
     parameter shape) gets a gradient of its own shape."""
-    _require(backend, device)
+    require_backend(backend, device)
     q, k, v, t, _ = _inputs((1, 8, 8, 2, (5, 5)), device=device, seed=8)
     t4 = t.reshape(1, 2, 1, 1)
     grad = torch.full((1,), 0.5, device=device).expand(q.shape)
@@ -186,7 +176,7 @@ def _op_args(device):
 @pytest.mark.parametrize("backend,device", FUSED)
 @pytest.mark.parametrize("normalize", [True, False])
 def test_opcheck(backend, device, normalize):
-    _require(backend, device)
+    require_backend(backend, device)
     (q, k, v), t, _ = _op_args(device)
     args = (q.requires_grad_(), k.requires_grad_(), v.requires_grad_(), t.requires_grad_(), 2, normalize, backend)
     torch.library.opcheck(torch.ops.mcmri_fast.channel_attention.default, args)
@@ -195,7 +185,7 @@ def test_opcheck(backend, device, normalize):
 @pytest.mark.parametrize("backend,device", FUSED)
 @pytest.mark.parametrize("normalize", [True, False])
 def test_opcheck_backward(backend, device, normalize):
-    _require(backend, device)
+    require_backend(backend, device)
     (q, k, v), t, grad = _op_args(device)
     _, attn, gram_hat, q_norm, k_norm = torch.ops.mcmri_fast.channel_attention(q, k, v, t, 2, normalize, backend)
     args = (grad, q, k, v, t, attn, gram_hat, q_norm, k_norm, 2, normalize, backend)
@@ -204,7 +194,7 @@ def test_opcheck_backward(backend, device, normalize):
 
 @pytest.mark.parametrize("backend,compiler", [("cpu", "inductor"), ("cpu", "aot_eager"), ("reference", "aot_eager")])
 def test_torch_compile_fullgraph(backend, compiler):
-    _require(backend, "cpu")
+    require_backend(backend, "cpu")
     q, k, v, t, grad = _inputs((2, 8, 8, 2, (6, 7)), seed=10)
     q, k, v, t = (x.requires_grad_() for x in (q, k, v, t))
 
@@ -278,7 +268,7 @@ def test_bad_inputs_raise(change, error, match):
 @pytest.mark.parametrize("backend", ["cpu", "triton"])
 def test_passes_check_their_arguments(backend):
     """The N-sized passes refuse malformed calls instead of reading out of bounds."""
-    _require(backend, "cpu")
+    require_backend(backend, "cpu")
     from mcmri_fast.ops.channel_attention import _passes
 
     gram, apply, backward_pass = _passes(backend)
@@ -303,7 +293,7 @@ def test_passes_check_their_arguments(backend):
 def test_gram_pass_split_over_pixels(backend, device, N):
     """The Gram pass against a plain matmul, with N large enough that the reduction is split over
     several programs of several tiles each, the last one running past the end (9001 = 70 tiles + 41)."""
-    _require(backend, device)
+    require_backend(backend, device)
     from mcmri_fast.ops.channel_attention import _passes
 
     gram, _, _ = _passes(backend)

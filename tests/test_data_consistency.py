@@ -4,25 +4,14 @@ import torch
 
 import mcmri_fast
 from mcmri_fast import reference
-from mcmri_fast.backends import backend_status
 from mcmri_fast.data import fft2c, fft2u, ifft2c
 from mcmri_fast.ops import data_consistency, dunsa_data_consistency
 from mcmri_fast.ops.data_consistency import _canonical_mask
 
-FUSED = [
-    pytest.param("cpu", "cpu", id="cpu"),
-    pytest.param("triton", "cpu", id="triton-interpreted"),
-    pytest.param("cuda", "cuda", id="cuda", marks=pytest.mark.cuda),
-    pytest.param("triton", "cuda", id="triton-cuda", marks=pytest.mark.cuda),
-]
+from fused_backends import FUSED, require_backend
+
 MASK_FORMS = ["W", "HW", "BW", "B1HW"]
 SHAPES = [(1, 1, 7, 16), (2, 3, 16, 33), (2, 3, 33, 7), (1, 3, 64, 64)]
-
-
-def _require(backend, device):
-    reason = backend_status(backend, torch.device(device))
-    if reason is not None:
-        pytest.skip(reason)
 
 
 def _mask(form, B, H, W, generator, device="cpu"):
@@ -61,7 +50,7 @@ def _assert_all_close(got, expected, atol, rtol=1e-4):
 @pytest.mark.parametrize("k0_shared", [False, True], ids=["k0-per-channel", "k0-shared"])
 def test_fused_matches_reference(backend, device, centered, shape, form, k0_shared):
     """float32 forward and fused backward against the reference (computed in float64)."""
-    _require(backend, device)
+    require_backend(backend, device)
     x, k0, mask, weight, grad = _inputs(shape, 1 if k0_shared else shape[1], form, device=device)
     got = _run(backend, x, k0, mask, weight, grad, centered)
     expected = _run("reference", *(t.to(torch.complex128) for t in (x, k0)), mask, weight.double(), grad.to(torch.complex128), centered)
@@ -71,7 +60,7 @@ def test_fused_matches_reference(backend, device, centered, shape, form, k0_shar
 @pytest.mark.parametrize("backend,device", FUSED)
 @pytest.mark.parametrize("form", ["W", "B1HW"])
 def test_fused_double_precision(backend, device, form):
-    _require(backend, device)
+    require_backend(backend, device)
     inputs = _inputs((2, 3, 9, 12), 3, form, dtype=torch.complex128, device=device, seed=3)
     got = _run(backend, *inputs, centered=True)
     expected = _run("reference", *inputs, centered=True)
@@ -81,7 +70,7 @@ def test_fused_double_precision(backend, device, form):
 @pytest.mark.parametrize("backend,device", FUSED)
 def test_fused_gradcheck(backend, device):
     """float64 gradcheck through the fused backward kernels (x, k0 shared over channels, per-channel w)."""
-    _require(backend, device)
+    require_backend(backend, device)
     x, k0, mask, weight, _ = _inputs((1, 2, 5, 6), 1, "W", dtype=torch.complex128, device=device, seed=4)
     x, k0, weight = (t.requires_grad_() for t in (x, k0, weight))
 
@@ -117,7 +106,7 @@ def test_reference_is_the_formula():
 @pytest.mark.parametrize("backend,device", FUSED)
 def test_column_path_equals_2d_path(backend, device):
     """A 1-D mask [W] and the same mask broadcast to [H, W] take different paths to the same result."""
-    _require(backend, device)
+    require_backend(backend, device)
     x, k0, mask, weight, grad = _inputs((2, 3, 10, 13), 1, "W", device=device, seed=6)
     column = _run(backend, x, k0, mask, weight, grad, True)
     full = _run(backend, x, k0, mask.expand(10, 13).contiguous(), weight, grad, True)
@@ -126,7 +115,7 @@ def test_column_path_equals_2d_path(backend, device):
 
 @pytest.mark.parametrize("backend,device", FUSED + [pytest.param("reference", "cpu", id="reference")])
 def test_noncontiguous_inputs(backend, device):
-    _require(backend, device)
+    require_backend(backend, device)
     x, k0, mask, weight, grad = _inputs((2, 3, 8, 12), 3, "BW", device=device, seed=7)
     expected = _run("reference", x, k0, mask, weight, grad, True)
     x_nc = x.transpose(-1, -2).contiguous().transpose(-1, -2)  # column-major strides
@@ -142,7 +131,7 @@ def test_noncontiguous_inputs(backend, device):
 @pytest.mark.parametrize("backend,device", FUSED + [pytest.param("reference", "cpu", id="reference")])
 def test_stride0_gradient(backend, device):
     """A gradient that is an expanded scalar (stride 0 everywhere), as `out.sum().backward()` gives."""
-    _require(backend, device)
+    require_backend(backend, device)
     x, k0, mask, weight, _ = _inputs((2, 2, 9, 8), 1, "W", device=device, seed=8)
     grad = torch.full((1, 1, 1, 1), 0.5 - 0.25j, dtype=x.dtype, device=device).expand_as(x)
     assert grad.stride() == (0, 0, 0, 0)
@@ -155,7 +144,7 @@ def test_stride0_gradient(backend, device):
 @pytest.mark.parametrize("form", ["W", "HW"])
 @pytest.mark.parametrize("keep_spectrum", [True, False])
 def test_opcheck(backend, device, form, keep_spectrum):
-    _require(backend, device)
+    require_backend(backend, device)
     x, k0, mask, weight, _ = _inputs((2, 3, 6, 7), 1, form, device=device, seed=9)
     mask = _canonical_mask(mask, 2, 6, 7)
     args = (x.requires_grad_(), k0.requires_grad_(), mask, weight.requires_grad_(keep_spectrum), True, backend, keep_spectrum)
@@ -166,7 +155,7 @@ def test_opcheck(backend, device, form, keep_spectrum):
 @pytest.mark.parametrize("form", ["W", "HW"])
 @pytest.mark.parametrize("need_k0_grad,need_weight_grad", [(True, True), (False, True), (True, False)])
 def test_opcheck_backward(backend, device, form, need_k0_grad, need_weight_grad):
-    _require(backend, device)
+    require_backend(backend, device)
     x, k0, mask, weight, grad = _inputs((2, 3, 6, 7), 1, form, device=device, seed=9)
     mask = _canonical_mask(mask, 2, 6, 7)
     # What the forward saves for the backward, in the backend's own layout.
@@ -180,7 +169,7 @@ def test_opcheck_backward(backend, device, form, need_k0_grad, need_weight_grad)
     "backend,compiler", [("cpu", "inductor"), ("cpu", "aot_eager"), ("reference", "aot_eager")]
 )
 def test_torch_compile_fullgraph(backend, compiler):
-    _require(backend, "cpu")
+    require_backend(backend, "cpu")
     x, k0, mask, weight, grad = _inputs((2, 3, 8, 10), 1, "W", seed=10)
     x.requires_grad_()
     weight.requires_grad_()
@@ -290,7 +279,7 @@ def test_bad_inputs_raise(change, error, match):
 
 def test_native_op_checks_its_arguments():
     """The C++ op refuses malformed calls instead of reading out of bounds."""
-    _require("cpu", "cpu")
+    require_backend("cpu", "cpu")
     spec = torch.zeros(1, 1, 4, 4, dtype=torch.complex64)
     phase = torch.ones(4, dtype=torch.complex64)
     mask = torch.ones(1, 4, 4, dtype=torch.uint8)
@@ -311,7 +300,7 @@ def test_native_op_checks_its_arguments():
 
 def test_column_ops_check_their_arguments():
     """The CPU column ops refuse malformed calls: the columns index spec's rows, so they are checked."""
-    _require("cpu", "cpu")
+    require_backend("cpu", "cpu")
     spec = torch.zeros(1, 1, 4, 6, dtype=torch.complex64)
     phase_h, phase_w = torch.ones(4, dtype=torch.complex64), torch.ones(6, dtype=torch.complex64)
     mask = torch.ones(1, 6, dtype=torch.uint8)
@@ -348,7 +337,7 @@ def test_column_ops_check_their_arguments():
 def test_column_masks_with_empty_samples(backend, device, sampled):
     """Column masks that sample nothing, for all samples or for one of them (the column kernels then
     visit no column, or columns that one sample leaves out)."""
-    _require(backend, device)
+    require_backend(backend, device)
     x, k0, _, weight, grad = _inputs((2, 2, 6, 9), 1, "BW", device=device, seed=11)
     mask = torch.zeros(2, 9, dtype=torch.bool, device=device)
     if sampled == "one-sample-empty":

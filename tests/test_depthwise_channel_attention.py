@@ -5,15 +5,10 @@ import torch
 
 import mcmri_fast
 from mcmri_fast import reference
-from mcmri_fast.backends import backend_status
 from mcmri_fast.ops import depthwise_channel_attention
 
-FUSED = [
-    pytest.param("cpu", "cpu", id="cpu"),
-    pytest.param("triton", "cpu", id="triton-interpreted"),
-    pytest.param("cuda", "cuda", id="cuda", marks=pytest.mark.cuda),
-    pytest.param("triton", "cuda", id="triton-cuda", marks=pytest.mark.cuda),
-]
+from fused_backends import FUSED, require_backend
+
 # (B, Cq, Ck, heads, H, W, bias): self-attention sizes, Cq != Ck, odd sizes, B > 1 (keys and values are
 # then strided views of kv), FSMNet's 64 channels and 8 heads, a single head of 32.
 CASES = [
@@ -23,12 +18,6 @@ CASES = [
     (2, 16, 24, 8, 13, 6, True),
     (3, 32, 32, 1, 6, 5, True),
 ]
-
-
-def _require(backend, device):
-    reason = backend_status(backend, torch.device(device))
-    if reason is not None:
-        pytest.skip(reason)
 
 
 def _inputs(case, dtype=torch.float32, device="cpu", seed=0):
@@ -74,7 +63,7 @@ def test_reference_is_the_two_references_in_sequence():
 @pytest.mark.parametrize("backend,device", FUSED)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}x{c[1]}-{c[2]}h{c[3]}-{c[4]}x{c[5]}{'-bias' if c[6] else ''}")
 def test_fused_matches_reference(backend, device, case):
-    _require(backend, device)
+    require_backend(backend, device)
     tensors, heads = _inputs(case, device=device, seed=2)
     _assert_all_close(_run(backend, tensors, heads), _run("reference", tensors, heads), atol=1e-5, rtol=1e-4)
 
@@ -84,7 +73,7 @@ def test_fused_gradcheck(backend, device):
     """float64 gradcheck of the orchestration (not under the Triton interpreter: minutes there; the
     Triton kernels' own gradients are checked by their ops' tests, and the comparison above covers
     this op's on Triton)."""
-    _require(backend, device)
+    require_backend(backend, device)
     (*args, _), heads = _inputs((2, 4, 2, 2, 3, 4, True), dtype=torch.float64, device=device, seed=3)
     leaves = [t.requires_grad_() for t in args]
 
@@ -114,7 +103,7 @@ def _saved_map_storages(backend, q, kv, tensors, heads):
 def test_keeps_only_its_inputs_for_backward(backend, device):
     """The fused op keeps q and kv (which the projections before it keep anyway), not the depthwise
     outputs: the reference keeps those besides (three maps more: the memory the op saves)."""
-    _require(backend, device)
+    require_backend(backend, device)
     tensors, heads = _inputs((2, 16, 16, 2, 12, 10, True), device=device, seed=4)
     q, kv = (t.requires_grad_() for t in tensors[:2])
     inputs = {q.untyped_storage().data_ptr(), kv.untyped_storage().data_ptr()}
@@ -138,7 +127,7 @@ def test_only_needed_gradients():
 
 @pytest.mark.parametrize("backend,device", FUSED)
 def test_opcheck(backend, device):
-    _require(backend, device)
+    require_backend(backend, device)
     (q, kv, q_weight, kv_weight, temperature, q_bias, kv_bias, _), heads = _inputs((2, 8, 6, 2, 3, 5, True), device=device,
                                                                                       seed=6)
     args = (q.requires_grad_(), kv.requires_grad_(), q_weight.reshape(-1, 3, 3).requires_grad_(), q_bias,
@@ -148,7 +137,7 @@ def test_opcheck(backend, device):
 
 @pytest.mark.parametrize("backend,compiler", [("cpu", "inductor"), ("cpu", "aot_eager"), ("reference", "aot_eager")])
 def test_torch_compile_fullgraph(backend, compiler):
-    _require(backend, "cpu")
+    require_backend(backend, "cpu")
     (q, kv, q_weight, kv_weight, temperature, q_bias, kv_bias, grad), heads = _inputs((2, 8, 8, 2, 6, 7, True), seed=7)
     leaves = [t.requires_grad_() for t in (q, kv, q_weight, kv_weight, temperature)]
 

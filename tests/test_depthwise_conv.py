@@ -7,22 +7,12 @@ from mcmri_fast import reference
 from mcmri_fast.backends import BackendUnavailableError, backend_status
 from mcmri_fast.ops.depthwise_conv import depthwise_conv3x3
 
-FUSED = [
-    pytest.param("cpu", "cpu", id="cpu"),
-    pytest.param("triton", "cpu", id="triton-interpreted"),
-    pytest.param("cuda", "cuda", id="cuda", marks=pytest.mark.cuda),
-    pytest.param("triton", "cuda", id="triton-cuda", marks=pytest.mark.cuda),
-]
+from fused_backends import FUSED, require_backend
+
 # [B, C, H, W]: H, W in 1, 2, 3, odd and even (wider than a vector, with a tail), C in 1, 8, 64; the
 # interpreter gets the small ones only.
 SHAPES = [(2, 8, 1, 1), (1, 8, 2, 3), (2, 1, 3, 2), (2, 8, 7, 9), (1, 64, 5, 20), (3, 8, 16, 33), (1, 1, 19, 1)]
 TRITON_SHAPES = [(2, 8, 1, 1), (1, 8, 2, 3), (2, 1, 3, 2), (2, 8, 7, 9), (1, 1, 19, 1)]
-
-
-def _require(backend, device):
-    reason = backend_status(backend, torch.device(device))
-    if reason is not None:
-        pytest.skip(reason)
 
 
 def _inputs(shape, dtype=torch.float32, device="cpu", seed=0, bias=True, flat_weight=False):
@@ -57,7 +47,7 @@ def _assert_all_close(got, expected, atol, rtol=1e-4):
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_fused_matches_reference(backend, device, shape):
     """float32 forward and fused backward against the reference computed in float64."""
-    _require(backend, device)
+    require_backend(backend, device)
     if backend == "triton" and device == "cpu" and shape not in TRITON_SHAPES:
         pytest.skip("the Triton interpreter gets the small shapes")
     inputs = _inputs(shape, device=device)
@@ -72,7 +62,7 @@ def test_fused_matches_reference(backend, device, shape):
     ids=["x", "weight", "bias", "x+weight"],
 )
 def test_only_the_gradients_asked_for(backend, device, need):
-    _require(backend, device)
+    require_backend(backend, device)
     inputs = _inputs((2, 8, 5, 6), device=device, seed=1, flat_weight=True)
     got = _run(backend, *inputs, need=need)
     expected = _run("reference", *inputs, need=need)
@@ -81,14 +71,14 @@ def test_only_the_gradients_asked_for(backend, device, need):
 
 @pytest.mark.parametrize("backend,device", FUSED)
 def test_without_bias(backend, device):
-    _require(backend, device)
+    require_backend(backend, device)
     inputs = _inputs((2, 8, 6, 5), device=device, seed=2, bias=False)
     _assert_all_close(_run(backend, *inputs), _run("reference", *inputs), atol=1e-5)
 
 
 @pytest.mark.parametrize("backend,device", FUSED)
 def test_fused_double_precision(backend, device):
-    _require(backend, device)
+    require_backend(backend, device)
     inputs = _inputs((2, 8, 5, 7), dtype=torch.float64, device=device, seed=3)
     _assert_all_close(_run(backend, *inputs), _run("reference", *inputs), atol=1e-12, rtol=1e-12)
 
@@ -97,7 +87,7 @@ def test_fused_double_precision(backend, device):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
 def test_half_precision(backend, device, dtype):
     """Half inputs give half outputs and gradients close to the float32 reference on the same values."""
-    _require(backend, device)
+    require_backend(backend, device)
     inputs = _inputs((2, 8, 7, 21), dtype=dtype, device=device, seed=4)
     got = _run(backend, *inputs)
     assert all(t.dtype == dtype for t in got)
@@ -110,7 +100,7 @@ def test_half_precision(backend, device, dtype):
 def test_fused_gradcheck(backend, device):
     """float64 gradcheck through the fused backward kernels (fast mode and a smaller shape under the slow
     Triton interpreter)."""
-    _require(backend, device)
+    require_backend(backend, device)
     interpreted = backend == "triton" and device == "cpu"
     x, weight, bias, _ = _inputs((1, 2, 3, 4) if interpreted else (2, 3, 5, 4), dtype=torch.float64, device=device, seed=5)
 
@@ -133,7 +123,7 @@ def test_reference_is_the_formula():
 
 @pytest.mark.parametrize("backend,device", FUSED)
 def test_deterministic(backend, device):
-    _require(backend, device)
+    require_backend(backend, device)
     inputs = _inputs((2, 8, 9, 11), device=device, seed=7)
     first, second = _run(backend, *inputs), _run(backend, *inputs)
     for a, b in zip(first, second):
@@ -142,7 +132,7 @@ def test_deterministic(backend, device):
 
 @pytest.mark.parametrize("backend,device", FUSED + [pytest.param("reference", "cpu", id="reference")])
 def test_noncontiguous_inputs_and_stride0_gradient(backend, device):
-    _require(backend, device)
+    require_backend(backend, device)
     x, weight, bias, _ = _inputs((2, 8, 6, 5), device=device, seed=8)
     grad = torch.full((1, 1, 1, 1), 0.75, device=device).expand_as(x)  # what out.sum().backward() gives
     expected = _run("reference", x, weight, bias, grad.contiguous())
@@ -155,7 +145,7 @@ def test_noncontiguous_inputs_and_stride0_gradient(backend, device):
 
 @pytest.mark.parametrize("backend,device", FUSED)
 def test_mixed_dtypes_are_promoted(backend, device):
-    _require(backend, device)
+    require_backend(backend, device)
     x, weight, bias, grad = _inputs((1, 8, 5, 4), device=device, seed=9)
     got = _run(backend, x.half(), weight, bias.bfloat16(), grad)
     # out in the promoted dtype; each gradient in its input's dtype
@@ -167,7 +157,7 @@ def test_mixed_dtypes_are_promoted(backend, device):
 @pytest.mark.parametrize("backend,device", FUSED)
 @pytest.mark.parametrize("shape", [(2, 8, 0, 3), (0, 8, 3, 3), (2, 0, 3, 3)], ids=["H0", "B0", "C0"])
 def test_empty_inputs(backend, device, shape):
-    _require(backend, device)
+    require_backend(backend, device)
     x, weight, bias, grad = _inputs(shape, device=device)
     out, grad_x, grad_weight, grad_bias = _run(backend, x, weight, bias, grad)
     assert out.shape == x.shape and grad_x.shape == x.shape
@@ -178,7 +168,7 @@ def test_empty_inputs(backend, device, shape):
 @pytest.mark.parametrize("backend,device", FUSED)
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
 def test_opcheck(backend, device, bias):
-    _require(backend, device)
+    require_backend(backend, device)
     x, weight, b, grad = _inputs((2, 8, 3, 5), device=device, seed=10, bias=bias)
     # The backward op has no autograd of its own (no double backward): its inputs need no gradient.
     for need in ((True, True, True), (False, True, False)):
@@ -189,7 +179,7 @@ def test_opcheck(backend, device, bias):
 
 @pytest.mark.parametrize("backend,compiler", [("cpu", "inductor"), ("cpu", "aot_eager"), ("reference", "aot_eager")])
 def test_torch_compile_fullgraph(backend, compiler):
-    _require(backend, "cpu")
+    require_backend(backend, "cpu")
     x, weight, bias, grad = _inputs((2, 8, 6, 7), seed=11)
     inputs = tuple(t.requires_grad_() for t in (x, weight, bias))
 
@@ -237,7 +227,7 @@ def test_bad_inputs_raise(change, error, match):
 
 
 def test_native_ops_check_their_arguments():
-    _require("cpu", "cpu")
+    require_backend("cpu", "cpu")
     x, weight, bias, grad = _inputs((1, 8, 3, 4))
     with pytest.raises(RuntimeError, match="weight must be"):
         torch.ops.mcmri_fast.depthwise_conv3x3_fwd(x, weight[:4], bias)
@@ -272,5 +262,5 @@ for dtype in (torch.float32, torch.float64, torch.bfloat16):
 
 def test_baseline_cpu_kernels(run_on_baseline_cpu_kernels):
     """The baseline (non-AVX2) build of the CPU kernels against the reference."""
-    _require("cpu", "cpu")
+    require_backend("cpu", "cpu")
     run_on_baseline_cpu_kernels(_BASELINE_CHECK)

@@ -6,25 +6,15 @@ import torch.nn.functional as F
 
 import mcmri_fast
 from mcmri_fast import reference
-from mcmri_fast.backends import BackendUnavailableError, backend_status
+from mcmri_fast.backends import BackendUnavailableError
 from mcmri_fast.ops.frequency import frequency_epilogue, polar_to_spectrum, spectrum_to_polar
 
-FUSED = [
-    pytest.param("cpu", "cpu", id="cpu"),
-    pytest.param("triton", "cpu", id="triton-interpreted"),
-    pytest.param("cuda", "cuda", id="cuda", marks=pytest.mark.cuda),
-    pytest.param("triton", "cuda", id="triton-cuda", marks=pytest.mark.cuda),
-]
+from fused_backends import FUSED, require_backend
+
 # Half spectra [B, C, H, W//2 + 1] with odd sizes; C = 8 and FSMNet's 64 (tiny H, W for the interpreter).
 SPECTRUM_SHAPES = [(2, 8, 5, 4), (1, 64, 3, 5), (2, 3, 7, 9)]
 # (B, C, Co, H, W) of the epilogue: tl.dot's path (C, Co >= 16) and the small-channel path.
 EPILOGUE_SHAPES = [(2, 8, 8, 5, 7), (1, 64, 64, 3, 5), (2, 64, 8, 4, 3), (1, 3, 24, 5, 5)]
-
-
-def _require(backend, device):
-    reason = backend_status(backend, torch.device(device))
-    if reason is not None:
-        pytest.skip(reason)
 
 
 def _assert_close(got, expected, atol, rtol=1e-4, names=None):
@@ -62,7 +52,7 @@ def _run_polar(backend, z, grad_amplitude, grad_phase, signal_width=None):
 @pytest.mark.parametrize("shape", SPECTRUM_SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_spectrum_to_polar_matches_reference(backend, device, shape):
     """float32 forward and fused backward against the reference in float64; zeros get gradient 0."""
-    _require(backend, device)
+    require_backend(backend, device)
     z = _spectrum(shape, device=device)
     g = torch.Generator().manual_seed(1)
     grads = [torch.randn(shape, generator=g).to(device) for _ in range(2)]
@@ -89,7 +79,7 @@ def test_spectrum_to_polar_self_conjugate_bins(backend, device, height, width):
     """With signal_width, the imaginary parts at the self-conjugate bins of an rfft2 half spectrum count
     as +0 (here noise of either sign, the real parts negative and positive): the phase there is 0 or π
     by the sign of the real part, and no gradient reaches the imaginary part. Elsewhere nothing changes."""
-    _require(backend, device)
+    require_backend(backend, device)
     g = torch.Generator().manual_seed(height + width)
     z = torch.fft.rfft2(torch.randn(2, 3, height, width, generator=g))
     bins = reference.frequency.self_conjugate_mask(height, width)
@@ -113,7 +103,7 @@ def test_spectrum_to_polar_self_conjugate_bins(backend, device, height, width):
 @pytest.mark.parametrize("used", ["amplitude", "phase"])
 def test_spectrum_to_polar_one_output_used(backend, device, used):
     """The unused output sends no gradient (None reaches the backward, which counts it as zero)."""
-    _require(backend, device)
+    require_backend(backend, device)
     z = _spectrum((2, 3, 4, 5), device=device, seed=2)
     grad = torch.randn(2, 3, 4, 5, device=device)
     results = []
@@ -127,7 +117,7 @@ def test_spectrum_to_polar_one_output_used(backend, device, used):
 
 @pytest.mark.parametrize("backend,device", FUSED)
 def test_spectrum_to_polar_double_and_noncontiguous(backend, device):
-    _require(backend, device)
+    require_backend(backend, device)
     z = _spectrum((2, 5, 3, 4), dtype=torch.complex128, device=device, seed=3).transpose(1, 3)
     assert not z.is_contiguous()
     grads = [torch.randn(z.shape, dtype=torch.float64, device=device).expand_as(z) for _ in range(2)]
@@ -140,7 +130,7 @@ def test_spectrum_to_polar_double_and_noncontiguous(backend, device):
 @pytest.mark.parametrize("backend,device", FUSED + [pytest.param("reference", "cpu", id="reference")])
 def test_stride0_gradients(backend, device):
     """`(amplitude.sum() + phase.sum()).backward()` sends expanded scalars (stride 0) to the backward."""
-    _require(backend, device)
+    require_backend(backend, device)
     z = _spectrum((1, 3, 5, 4), device=device, seed=4)
     results = []
     for name in (backend, "reference"):
@@ -179,7 +169,7 @@ def _run_recombine(backend, inputs, grad):
 @pytest.mark.parametrize("residuals", [(True, True), (False, False), (True, False), (False, True)],
                          ids=["both-residuals", "no-residual", "amplitude-residual", "phase-residual"])
 def test_polar_to_spectrum_matches_reference(backend, device, shape, residuals):
-    _require(backend, device)
+    require_backend(backend, device)
     inputs, grad = _polar_inputs(shape, residuals, device=device)
     got = _run_recombine(backend, inputs, grad)
     expected = _run_recombine("reference", [None if t is None else t.double() for t in inputs], grad)
@@ -190,7 +180,7 @@ def test_polar_to_spectrum_matches_reference(backend, device, shape, residuals):
 def test_polar_to_spectrum_mixed_precision(backend, device):
     """Half-precision convolution outputs with float32 residuals (autocast): complex64 out, gradients in
     each input's own dtype; one float64 input makes it complex128."""
-    _require(backend, device)
+    require_backend(backend, device)
     (amplitude, phase, amplitude_residual, phase_residual), grad = _polar_inputs((1, 3, 5, 4), (True, True), device=device, seed=5)
     inputs = [amplitude.half(), phase.bfloat16(), amplitude_residual, phase_residual]
     got = _run_recombine(backend, inputs, grad)
@@ -206,7 +196,7 @@ def test_polar_to_spectrum_mixed_precision(backend, device):
 @pytest.mark.parametrize("backend,device", FUSED)
 def test_polar_to_spectrum_eps(backend, device):
     """At a = 0 the spectrum is FSMNet's guard: 2·eps + i·eps."""
-    _require(backend, device)
+    require_backend(backend, device)
     zeros = torch.zeros(2, 3, device=device)
     with mcmri_fast.use_backend(backend):
         out = polar_to_spectrum(zeros, zeros + 1.0, eps=1e-3)
@@ -248,7 +238,7 @@ def _run_epilogue(backend, inputs, grad):
 @pytest.mark.parametrize("shape", EPILOGUE_SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("nonfinite", [False, True], ids=["finite", "nonfinite"])
 def test_epilogue_matches_reference(backend, device, shape, nonfinite):
-    _require(backend, device)
+    require_backend(backend, device)
     inputs, grad = _epilogue_inputs(shape, nonfinite=nonfinite, device=device)
     got = _run_epilogue(backend, inputs, grad)
     expected = _run_epilogue("reference", [t.double() for t in inputs], grad)
@@ -261,7 +251,7 @@ def test_epilogue_matches_reference(backend, device, shape, nonfinite):
 @pytest.mark.parametrize("with_bias,shape", [(True, (2, 16, 5, 3, 5)), (False, (1, 16, 16, 3, 5))], ids=["bias", "no-bias"])
 def test_epilogue_forms_and_double(backend, device, with_bias, shape):
     """A [Co, C] weight, no bias, float64 (both Triton paths), some inputs without gradients."""
-    _require(backend, device)
+    require_backend(backend, device)
     inputs, grad = _epilogue_inputs(shape, with_bias, dtype=torch.float64, device=device, seed=6, conv_weight=False)
     got = _run_epilogue(backend, inputs, grad)
     expected = _run_epilogue("reference", inputs, grad)
@@ -277,7 +267,7 @@ def test_epilogue_forms_and_double(backend, device, with_bias, shape):
 @pytest.mark.parametrize("backend,device", FUSED)
 def test_epilogue_half_residual(backend, device):
     """A half-precision residual (autocast) gives a float32 output and a float16 residual gradient."""
-    _require(backend, device)
+    require_backend(backend, device)
     (y, weight, bias, residual), grad = _epilogue_inputs((1, 16, 16, 3, 4), device=device, seed=7)
     inputs = [y, weight, bias, residual.half()]
     got = _run_epilogue(backend, inputs, grad)
@@ -305,7 +295,7 @@ def test_reference_gradcheck():
 @pytest.mark.parametrize("backend,device", FUSED[:1] + FUSED[2:3])
 def test_fused_gradcheck(backend, device):
     """float64 gradcheck through the fused backward kernels of the three ops."""
-    _require(backend, device)
+    require_backend(backend, device)
 
     def forced(op):
         def run(*args):
@@ -327,7 +317,7 @@ def test_fused_gradcheck(backend, device):
 
 @pytest.mark.parametrize("backend,device", FUSED)
 def test_opcheck(backend, device):
-    _require(backend, device)
+    require_backend(backend, device)
     ops = torch.ops.mcmri_fast
     z = _spectrum((2, 3, 4, 5), device=device, seed=11)
     g = torch.randn(2, 3, 4, 5, device=device)
@@ -362,7 +352,7 @@ def _fre_block(x, conv_in, amp_convs, pha_convs, conv_out, inner_out):
 
 @pytest.mark.parametrize("compiler", ["inductor", "aot_eager"])
 def test_torch_compile_fullgraph(compiler):
-    _require("cpu", "cpu")
+    require_backend("cpu", "cpu")
     g = torch.Generator().manual_seed(14)
     C = 8
     x = torch.randn(2, C, 8, 10, generator=g, requires_grad=True)
@@ -430,7 +420,7 @@ def test_bad_inputs_raise(call, error, match):
 
 def test_native_ops_check_their_arguments():
     """The C++ ops refuse malformed calls instead of reading out of bounds."""
-    _require("cpu", "cpu")
+    require_backend("cpu", "cpu")
     ops = torch.ops.mcmri_fast
     with pytest.raises(RuntimeError, match="spectrum must be complex"):
         ops.freq_spectrum_to_polar(torch.ones(3), None)
@@ -490,5 +480,5 @@ for a, b in zip(fused, result):
 
 def test_baseline_cpu_kernels(run_on_baseline_cpu_kernels):
     """The baseline (non-AVX2) build of the CPU kernels against the reference."""
-    _require("cpu", "cpu")
+    require_backend("cpu", "cpu")
     run_on_baseline_cpu_kernels(_BASELINE_CHECK)

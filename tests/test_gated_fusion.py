@@ -7,12 +7,8 @@ from mcmri_fast import reference
 from mcmri_fast.backends import BackendUnavailableError, backend_status
 from mcmri_fast.ops.gated_fusion import gated_fusion
 
-FUSED = [
-    pytest.param("cpu", "cpu", id="cpu"),
-    pytest.param("triton", "cpu", id="triton-interpreted"),
-    pytest.param("cuda", "cuda", id="cuda", marks=pytest.mark.cuda),
-    pytest.param("triton", "cuda", id="triton-cuda", marks=pytest.mark.cuda),
-]
+from fused_backends import FUSED, require_backend
+
 # [B, C, *spatial]: 4-D and 3-D, odd sizes, C in {8, 64}; the interpreter gets the small ones only.
 SHAPES = [(2, 8, 7, 9), (1, 8, 33), (1, 64, 5, 3), (2, 64, 13)]
 TRITON_SHAPES = [(2, 8, 7, 9), (1, 8, 33), (1, 64, 3)]
@@ -23,12 +19,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning"),
     pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning"),
 ]
-
-
-def _require(backend, device):
-    reason = backend_status(backend, torch.device(device))
-    if reason is not None:
-        pytest.skip(reason)
 
 
 def _inputs(shape, dtype=torch.float32, device="cpu", seed=0, inject=False):
@@ -65,7 +55,7 @@ def _assert_all_close(got, expected, atol, rtol=1e-4):
 def test_fused_matches_reference(backend, device, nonfinite, shape):
     """float32 forward and fused backward against the reference (computed in float64), with nan and ±inf
     injected when the cleanup is on (where no cleanup runs, nan must sit where the reference has it)."""
-    _require(backend, device)
+    require_backend(backend, device)
     if backend == "triton" and device == "cpu" and shape not in TRITON_SHAPES:
         pytest.skip("the Triton interpreter gets the small shapes")
     inputs = _inputs(shape, device=device, inject=nonfinite is not None)
@@ -79,7 +69,7 @@ def test_fused_matches_reference(backend, device, nonfinite, shape):
 
 @pytest.mark.parametrize("backend,device", FUSED)
 def test_fused_double_precision(backend, device):
-    _require(backend, device)
+    require_backend(backend, device)
     inputs = _inputs((2, 8, 5, 3), dtype=torch.float64, device=device, seed=1, inject=True)
     _assert_all_close(_run(backend, *inputs, NONFINITE), _run("reference", *inputs, NONFINITE), atol=1e-12, rtol=1e-12)
 
@@ -89,7 +79,7 @@ def test_fused_double_precision(backend, device):
 @pytest.mark.parametrize("nonfinite", [None, NONFINITE], ids=["plain", "nonfinite"])
 def test_half_precision(backend, device, dtype, nonfinite):
     """Half inputs give half outputs and gradients close to the float32 reference on the same values."""
-    _require(backend, device)
+    require_backend(backend, device)
     inputs = _inputs((2, 8, 7, 5), dtype=dtype, device=device, seed=2, inject=nonfinite is not None)
     got = _run(backend, *inputs, nonfinite)
     assert all(t.dtype == dtype for t in got)
@@ -102,7 +92,7 @@ def test_half_precision(backend, device, dtype, nonfinite):
 def test_fused_gradcheck(backend, device):
     """float64 gradcheck through the fused backward kernels, with and without the cleanup (fast mode,
     a random projection of the Jacobian, and a smaller shape under the slow Triton interpreter)."""
-    _require(backend, device)
+    require_backend(backend, device)
     interpreted = backend == "triton" and device == "cpu"
     a, b, gate, _ = _inputs((1, 8, 3) if interpreted else (1, 8, 3, 5), dtype=torch.float64, device=device, seed=3)
     for nonfinite in (None, NONFINITE):
@@ -133,7 +123,7 @@ def test_reference_is_the_formula():
 @pytest.mark.parametrize("backend,device", FUSED)
 def test_cleanup_zeroes_the_gradient_where_not_finite(backend, device):
     """Where a·σ + b·σ overflows (finite inputs, infinite sum) the cleanup's gradient is zero everywhere."""
-    _require(backend, device)
+    require_backend(backend, device)
     a = torch.full((1, 1, 3), 3e38, device=device)
     b = a.clone()
     a[0, 0, 2] = b[0, 0, 2] = 1.0
@@ -146,7 +136,7 @@ def test_cleanup_zeroes_the_gradient_where_not_finite(backend, device):
 
 @pytest.mark.parametrize("backend,device", FUSED + [pytest.param("reference", "cpu", id="reference")])
 def test_noncontiguous_inputs_and_stride0_gradient(backend, device):
-    _require(backend, device)
+    require_backend(backend, device)
     a, b, gate, _ = _inputs((2, 8, 6, 5), device=device, seed=6)
     grad = torch.full((1, 1, 1, 1), 0.75, device=device).expand_as(a)  # what out.sum().backward() gives
     expected = _run("reference", a, b, gate, grad.contiguous(), NONFINITE)
@@ -159,7 +149,7 @@ def test_noncontiguous_inputs_and_stride0_gradient(backend, device):
 
 @pytest.mark.parametrize("backend,device", FUSED)
 def test_mixed_dtypes_are_promoted(backend, device):
-    _require(backend, device)
+    require_backend(backend, device)
     a, b, gate, grad = _inputs((1, 8, 5), device=device, seed=7)
     got = _run(backend, a.half(), b, gate.bfloat16(), grad, None)
     # out in the promoted dtype; each gradient in its input's dtype
@@ -170,7 +160,7 @@ def test_mixed_dtypes_are_promoted(backend, device):
 
 @pytest.mark.parametrize("backend,device", FUSED)
 def test_empty_inputs(backend, device):
-    _require(backend, device)
+    require_backend(backend, device)
     a, b, gate, grad = _inputs((2, 8, 0, 3), device=device)
     out, *grads = _run(backend, a, b, gate, grad, NONFINITE)
     assert out.shape == a.shape and [g.shape for g in grads] == [a.shape, b.shape, gate.shape]
@@ -179,7 +169,7 @@ def test_empty_inputs(backend, device):
 @pytest.mark.parametrize("backend,device", FUSED)
 @pytest.mark.parametrize("nonfinite", [None, NONFINITE], ids=["plain", "nonfinite"])
 def test_opcheck(backend, device, nonfinite):
-    _require(backend, device)
+    require_backend(backend, device)
     a, b, gate, grad = _inputs((2, 8, 3, 5), device=device, seed=8)
     # The backward op has no autograd of its own (no double backward): its inputs need no gradient.
     torch.library.opcheck(torch.ops.mcmri_fast.gated_fusion_backward.default, (grad, a, b, gate, nonfinite, backend))
@@ -191,7 +181,7 @@ def test_opcheck(backend, device, nonfinite):
     "backend,compiler", [("cpu", "inductor"), ("cpu", "aot_eager"), ("reference", "aot_eager")]
 )
 def test_torch_compile_fullgraph(backend, compiler):
-    _require(backend, "cpu")
+    require_backend(backend, "cpu")
     a, b, gate, grad = _inputs((2, 8, 6, 7), seed=9)
     inputs = tuple(t.requires_grad_() for t in (a, b, gate))
 
@@ -243,7 +233,7 @@ def test_bad_nonfinite_raises(nonfinite):
 
 
 def test_native_ops_check_their_arguments():
-    _require("cpu", "cpu")
+    require_backend("cpu", "cpu")
     a, b, gate, grad = _inputs((1, 8, 3))
     with pytest.raises(RuntimeError, match="gate must be"):
         torch.ops.mcmri_fast.gated_fusion_fwd(a, b, gate[:, :8], None)
