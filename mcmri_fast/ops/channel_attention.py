@@ -362,7 +362,8 @@ def _depthwise_projections(q, kv, q_weight, q_bias, kv_weight, kv_bias, backend)
     # the registered op (not the bare kernel): the backward, which recomputes these, is traced under compile
     forward = torch.ops.mcmri_fast.depthwise_conv3x3
     (k, v), (k_weight, v_weight), (k_bias, v_bias) = _halves(kv), _halves(kv_weight), _halves(kv_bias)
-    outs = (forward(q, q_weight, q_bias, backend), forward(k, k_weight, k_bias, backend), forward(v, v_weight, v_bias, backend))
+    parts = ((q, q_weight, q_bias), (k, k_weight, k_bias), (v, v_weight, v_bias))
+    outs = [forward(x, weight, bias, backend) for x, weight, bias in parts]
     return [o.view(o.shape[0], o.shape[1], -1) for o in outs]
 
 
@@ -391,7 +392,8 @@ def _(q, kv, q_weight, q_bias, kv_weight, kv_bias, temperature, heads, normalize
     B, Cq = q.shape[:2]
     dq, dk = Cq // heads, kv.shape[1] // 2 // heads
     tiny = q.new_empty((B, heads, dq, dk), dtype=temperature.dtype)
-    return torch.empty_like(q, memory_format=torch.contiguous_format), tiny, torch.empty_like(tiny), tiny.new_empty((B, heads, dq)), tiny.new_empty((B, heads, dk))
+    out = torch.empty_like(q, memory_format=torch.contiguous_format)
+    return out, tiny, torch.empty_like(tiny), tiny.new_empty((B, heads, dq)), tiny.new_empty((B, heads, dk))
 
 
 def _depthwise_attention_setup_context(ctx, inputs, output):
@@ -429,7 +431,9 @@ def _depthwise_attention_backward(ctx, grad, *_grad_saved):
 
 def _depthwise_backward(grad, x, weight, need_x, need_weight, need_bias, backend):
     """(grad_x, grad_weight, grad_bias) of one depthwise call, None for each one not asked for; grad [B, C, N]."""
-    grads = torch.ops.mcmri_fast.depthwise_conv3x3_backward(grad.view(x.shape), x, weight, need_x, need_weight, need_bias, backend)
+    grads = torch.ops.mcmri_fast.depthwise_conv3x3_backward(
+        grad.view(x.shape), x, weight, need_x, need_weight, need_bias, backend
+    )
     return tuple(g if needed else None for g, needed in zip(grads, (need_x, need_weight, need_bias)))
 
 
