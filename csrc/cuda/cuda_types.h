@@ -1,6 +1,6 @@
 // The CUDA type of an ATen scalar type, for the bindings that hand tensors to kernels reading half
 // precision: c10::Half and c10::BFloat16 have the layout of __half and __nv_bfloat16. cuda_ptr /
-// cuda_cptr give a tensor's data as that type.
+// cuda_cptr give a tensor's data as that type; vec_ptr / vec_cptr a complex tensor's as float2 / double2.
 #pragma once
 #include <torch/extension.h>
 
@@ -25,6 +25,21 @@ cuda_t<scalar_t>* cuda_ptr(const at::Tensor& t) {
 template <typename scalar_t>
 const cuda_t<scalar_t>* cuda_cptr(const at::Tensor& t) {
   return static_cast<const cuda_t<scalar_t>*>(t.const_data_ptr());
+}
+
+// float2 / double2: the layout of c10::complex<float / double>.
+template <typename scalar_t>
+using vec_of = std::conditional_t<std::is_same_v<scalar_t, float>, float2, double2>;
+static_assert(sizeof(c10::complex<float>) == sizeof(float2) && alignof(c10::complex<float>) >= alignof(float2));
+static_assert(sizeof(c10::complex<double>) == sizeof(double2) && alignof(c10::complex<double>) >= alignof(double2));
+
+template <typename scalar_t>
+vec_of<scalar_t>* vec_ptr(const at::Tensor& t) {
+  return static_cast<vec_of<scalar_t>*>(t.mutable_data_ptr());
+}
+template <typename scalar_t>
+const vec_of<scalar_t>* vec_cptr(const at::Tensor& t) {
+  return static_cast<const vec_of<scalar_t>*>(t.const_data_ptr());
 }
 
 }  // namespace mcmri_fast::cuda

@@ -11,6 +11,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include "cuda_types.h"
 #include "../data_consistency_args.h"
 #include "data_consistency_launch.h"
 
@@ -37,20 +38,6 @@ DcBlendShape shape_of(const BlendSizes& s, const at::Tensor* grad_src = nullptr)
   return shape;
 }
 
-// float2 / double2: the layout of c10::complex<float / double>.
-template <typename scalar_t>
-using vec_of = std::conditional_t<std::is_same_v<scalar_t, float>, float2, double2>;
-static_assert(sizeof(c10::complex<float>) == sizeof(float2) && alignof(c10::complex<float>) >= alignof(float2));
-static_assert(sizeof(c10::complex<double>) == sizeof(double2) && alignof(c10::complex<double>) >= alignof(double2));
-
-template <typename scalar_t>
-vec_of<scalar_t>* vec_ptr(const at::Tensor& t) {
-  return static_cast<vec_of<scalar_t>*>(t.mutable_data_ptr());
-}
-template <typename scalar_t>
-const vec_of<scalar_t>* vec_cptr(const at::Tensor& t) {
-  return static_cast<const vec_of<scalar_t>*>(t.const_data_ptr());
-}
 
 }  // namespace
 
