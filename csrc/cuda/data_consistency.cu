@@ -14,6 +14,7 @@
 
 #include <cuda_runtime.h>
 
+#include "compute_type.cuh"
 #include "data_consistency_launch.h"
 
 namespace mcmri_fast::cuda {
@@ -21,19 +22,6 @@ namespace {
 
 constexpr int kWarp = 32;
 constexpr int kRowsPerBlock = 8;  // blockDim = (32, 8)
-
-template <typename T>
-struct VecOf;
-template <>
-struct VecOf<float> {
-  using type = float2;
-};
-template <>
-struct VecOf<double> {
-  using type = double2;
-};
-template <typename T>
-using vec_t = typename VecOf<T>::type;
 
 // Complex arithmetic on float2 / double2 with the operation order of c10::complex.
 template <typename V>

@@ -7,6 +7,7 @@
 
 #include <cuda_runtime.h>
 
+#include "compute_type.cuh"
 #include "frequency_launch.h"
 
 namespace mcmri_fast::cuda {
@@ -15,19 +16,6 @@ namespace {
 constexpr int kThreads = 256;
 // Enough blocks to fill any current GPU several times over; the grid-stride loops cover the rest.
 constexpr int64_t kMaxBlocks = 65535;
-
-template <typename T>
-struct VecOf;
-template <>
-struct VecOf<float> {
-  using type = float2;
-};
-template <>
-struct VecOf<double> {
-  using type = double2;
-};
-template <typename T>
-using vec_t = typename VecOf<T>::type;
 
 __device__ __forceinline__ float atan2_of(float y, float x) { return atan2f(y, x); }
 __device__ __forceinline__ double atan2_of(double y, double x) { return atan2(y, x); }
