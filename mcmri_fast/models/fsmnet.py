@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nn import CMSFusion, ConvPReLU, DownSample, FreqBlock, FSFusion, ResidualGroup, UpSample
+from ..reference.frequency import spectrum_to_polar
 from . import ModelSpec, register
 
 __all__ = ["FSMNet", "build_fsmnet", "fsmnet_loss"]
@@ -196,8 +197,10 @@ def fsmnet_loss(output: dict, batch: dict) -> torch.Tensor:
     all against batch["target"] (0-d float32)."""
     target = batch["target"].float()
     image, frequency_image = output["image"].float(), output["frequency_image"].float()
-    spectrum, target_spectrum = torch.fft.rfft2(frequency_image), torch.fft.rfft2(target)
-    frequency_term = F.l1_loss(spectrum.abs(), target_spectrum.abs()) + F.l1_loss(spectrum.angle(), target_spectrum.angle())
+    # (|z|, angle z) by the reference's formula, whose backward torch.compile can trace
+    amplitude, phase = spectrum_to_polar(torch.fft.rfft2(frequency_image))
+    target_amplitude, target_phase = spectrum_to_polar(torch.fft.rfft2(target))
+    frequency_term = F.l1_loss(amplitude, target_amplitude) + F.l1_loss(phase, target_phase)
     return F.l1_loss(image, target) + F.l1_loss(frequency_image, target) + FREQUENCY_LOSS_WEIGHT * frequency_term
 
 

@@ -25,11 +25,20 @@ def spectrum_to_polar(
     the sign of the noise picks ±π there, and two float implementations of a network disagree.
 
     Gradients follow torch.abs and torch.angle: zero at z = 0; none to the discarded imaginary parts.
+
+    Computed on the real view, the complex tensor's one use: with |z| and angle(z) taken of the complex
+    tensor, their complex gradients meet in an add that Inductor (torch 2.13) views as float and fails
+    on ("view ComplexFloat as Float"), so torch.compile could not train the reference network.
     """
+    parts = torch.view_as_real(spectrum)
     if signal_width is not None:
-        real = torch.complex(spectrum.real, torch.zeros_like(spectrum.real))
-        spectrum = torch.where(self_conjugate_mask(spectrum.shape[-2], signal_width, spectrum.device), real, spectrum)
-    return torch.abs(spectrum), torch.angle(spectrum)
+        conjugate = self_conjugate_mask(spectrum.shape[-2], signal_width, spectrum.device)
+        parts = parts.masked_fill(torch.stack([torch.zeros_like(conjugate), conjugate], dim=-1), 0.0)
+    amplitude = torch.linalg.vector_norm(parts, dim=-1)  # its gradient is zero at z = 0
+    real, imag = parts.unbind(-1)
+    # atan2's gradient is 0/0 at the origin: angle(0) = 0 = atan2(0, 1) there, with a zero gradient
+    at_origin = amplitude == 0
+    return amplitude, torch.atan2(torch.where(at_origin, 0.0, imag), torch.where(at_origin, 1.0, real))
 
 
 def self_conjugate_mask(height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
