@@ -54,6 +54,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _report_failed_case(case_id: str, error: Exception) -> None:
+    """A benchmark case that could not be built or run, in one line (an Inductor failure's traceback
+    runs to a hundred lines); -v adds the traceback."""
+    message = next((line for line in str(error).splitlines() if line.strip()), "")
+    logger.error("case %s failed: %s%s", case_id, type(error).__name__, f": {message}" if message else "")
+    logger.debug("traceback of case %s:", case_id, exc_info=error)
+
+
 def _parser() -> argparse.ArgumentParser:
     from . import benchmarking
 
@@ -239,8 +247,8 @@ def _bench(args, parser) -> int:
         for case in group:
             try:
                 built[case.provider] = benchmarking.build_data_consistency_case(case, device)
-            except Exception:  # one broken case must not discard the others' results: report it, go on
-                logger.error("case %s failed", case.id, exc_info=True)
+            except Exception as error:  # one broken case must not discard the others' results: report it, go on
+                _report_failed_case(case.id, error)
                 failed += 1
             else:
                 if case.provider == "compile":
@@ -297,8 +305,8 @@ def _bench_model(args, parser, device: torch.device, providers: list[str], modes
         for case in group:
             try:
                 runs[case.provider], setup_s = benchmarking.build_model_case(case, device)
-            except Exception:  # one broken case must not discard the others' results: report it, go on
-                logger.error("case %s failed", case.id, exc_info=True)
+            except Exception as error:  # one broken case must not discard the others' results: report it, go on
+                _report_failed_case(case.id, error)
                 failed += 1
             else:
                 logger.info("%s: built and warmed in %.1f s", case.id, setup_s)

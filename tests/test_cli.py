@@ -48,6 +48,27 @@ def test_bench_model_reports_the_activations_kept_for_backward(capsys):
     assert 0 < kept["cpu"] < kept["reference"]
 
 
+def test_bench_reports_a_failed_case_in_one_line(monkeypatch, caplog):
+    build = benchmarking.build_model_case
+
+    def failing_cpu(case, device, **kwargs):
+        if case.provider == "cpu":
+            raise RuntimeError("\nthe cause\nand a long story")
+        return build(case, device, **kwargs)
+
+    monkeypatch.setattr(benchmarking, "build_model_case", failing_cpu)
+    args = ["bench", "--model", "fsmnet", "--size", "small", "--min-run-time", "0.01", "--providers", "reference", "cpu",
+            "--modes", "fwd"]
+    case_id = benchmarking.model_cases("small", ["cpu"], ["fwd"])[0].id
+    for verbose in (False, True):
+        caplog.clear()
+        assert cli.main((["-v"] if verbose else []) + args) == 1
+        failures = [record.getMessage() for record in caplog.records if "failed" in record.getMessage()]
+        assert failures[:1] == [f"case {case_id} failed: RuntimeError: the cause"]
+        # the traceback only under -v
+        assert any(record.exc_info for record in caplog.records) == verbose
+
+
 def test_kept_for_backward_counts_each_saved_storage_once():
     x = torch.randn(1000, requires_grad=True)
 
