@@ -35,10 +35,11 @@ def spectrum_to_polar(
         conjugate = self_conjugate_mask(spectrum.shape[-2], signal_width, spectrum.device)
         parts = parts.masked_fill(torch.stack([torch.zeros_like(conjugate), conjugate], dim=-1), 0.0)
     amplitude = torch.linalg.vector_norm(parts, dim=-1)  # its gradient is zero at z = 0
-    real, imag = parts.unbind(-1)
-    # atan2's gradient is 0/0 at the origin: angle(0) = 0 = atan2(0, 1) there, with a zero gradient
+    # atan2's gradient is 0/0 at the origin: there it reads detached copies of the same (signed) zeros,
+    # so the values are atan2's own and the gradient is zero
     at_origin = amplitude == 0
-    return amplitude, torch.atan2(torch.where(at_origin, 0.0, imag), torch.where(at_origin, 1.0, real))
+    real, imag = (torch.where(at_origin, part.detach(), part) for part in parts.unbind(-1))
+    return amplitude, torch.atan2(imag, real)
 
 
 def self_conjugate_mask(height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
