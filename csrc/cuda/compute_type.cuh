@@ -1,7 +1,6 @@
 // The compute type of the CUDA kernels that read half-precision inputs: float16 / bfloat16 (and
 // float32) are computed in float, float64 in double; to_compute / from_compute convert on load and
-// store (round to nearest on the way back). vec_t<T>: a complex float / double as float2 / double2,
-// the layout of c10::complex. Shared by the kernels (csrc/cuda/*.cu).
+// store (round to nearest on the way back). Shared by gated_fusion.cu and depthwise_conv.cu.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -42,19 +41,5 @@ template <>
 __device__ __forceinline__ __nv_bfloat16 from_compute<__nv_bfloat16>(float x) {
   return __float2bfloat16_rn(x);
 }
-
-
-template <typename T>
-struct VecOf;
-template <>
-struct VecOf<float> {
-  using type = float2;
-};
-template <>
-struct VecOf<double> {
-  using type = double2;
-};
-template <typename T>
-using vec_t = typename VecOf<T>::type;
 
 }  // namespace mcmri_fast::cuda

@@ -9,6 +9,8 @@
 
 #include <type_traits>
 
+#include "complex_vec.h"
+
 namespace mcmri_fast::cuda {
 
 template <typename scalar_t>
@@ -27,19 +29,16 @@ const cuda_t<scalar_t>* cuda_cptr(const at::Tensor& t) {
   return static_cast<const cuda_t<scalar_t>*>(t.const_data_ptr());
 }
 
-// float2 / double2: the layout of c10::complex<float / double>.
-template <typename scalar_t>
-using vec_of = std::conditional_t<std::is_same_v<scalar_t, float>, float2, double2>;
 static_assert(sizeof(c10::complex<float>) == sizeof(float2) && alignof(c10::complex<float>) >= alignof(float2));
 static_assert(sizeof(c10::complex<double>) == sizeof(double2) && alignof(c10::complex<double>) >= alignof(double2));
 
 template <typename scalar_t>
-vec_of<scalar_t>* vec_ptr(const at::Tensor& t) {
-  return static_cast<vec_of<scalar_t>*>(t.mutable_data_ptr());
+vec_t<scalar_t>* vec_ptr(const at::Tensor& t) {
+  return static_cast<vec_t<scalar_t>*>(t.mutable_data_ptr());
 }
 template <typename scalar_t>
-const vec_of<scalar_t>* vec_cptr(const at::Tensor& t) {
-  return static_cast<const vec_of<scalar_t>*>(t.const_data_ptr());
+const vec_t<scalar_t>* vec_cptr(const at::Tensor& t) {
+  return static_cast<const vec_t<scalar_t>*>(t.const_data_ptr());
 }
 
 }  // namespace mcmri_fast::cuda

@@ -14,7 +14,7 @@
 
 #include <cuda_runtime.h>
 
-#include "compute_type.cuh"
+#include "complex_vec.h"
 #include "data_consistency_launch.h"
 
 namespace mcmri_fast::cuda {

@@ -7,7 +7,7 @@
 
 #include <cuda_runtime.h>
 
-#include "compute_type.cuh"
+#include "complex_vec.h"
 #include "frequency_launch.h"
 
 namespace mcmri_fast::cuda {
