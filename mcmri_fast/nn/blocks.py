@@ -2,14 +2,24 @@
 import torch
 from torch import nn
 
-__all__ = ["ConvPReLU", "DownSample", "ResBlock", "ResidualGroup", "UpSample"]
+from .. import ops
+
+__all__ = ["ConvPReLU", "DownSample", "PReLU", "ResBlock", "ResidualGroup", "UpSample"]
+
+
+class PReLU(nn.PReLU):
+    """nn.PReLU (the same parameter, `weight`, and initialisation) on the fused `ops.prelu`, whose backward
+    is one pass where ATen's CPU backward takes two and a full-size temporary."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.prelu(x, self.weight)
 
 
 class ConvPReLU(nn.Sequential):
     """conv3×3 without bias, then PReLU (one shared slope): FSMNet's heads, tails and group ends."""
 
     def __init__(self, in_channels: int, out_channels: int):
-        super().__init__(nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.PReLU())
+        super().__init__(nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), PReLU())
 
 
 class ResBlock(nn.Module):
@@ -54,4 +64,4 @@ class UpSample(nn.Sequential):
     """Doubles H and W: conv1×1 (C → 4C) → pixel-shuffle(2) → PReLU."""
 
     def __init__(self, channels: int):
-        super().__init__(nn.Conv2d(channels, 4 * channels, 1), nn.PixelShuffle(2), nn.PReLU())
+        super().__init__(nn.Conv2d(channels, 4 * channels, 1), nn.PixelShuffle(2), PReLU())

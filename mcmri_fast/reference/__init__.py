@@ -4,6 +4,7 @@ from .data_consistency import data_consistency
 from .depthwise_conv import depthwise_conv3x3
 from .frequency import frequency_epilogue, polar_to_spectrum, spectrum_to_polar
 from .gated_fusion import gated_fusion
+from .prelu import prelu
 
 __all__ = [
     "channel_attention",
@@ -13,5 +14,6 @@ __all__ = [
     "frequency_epilogue",
     "gated_fusion",
     "polar_to_spectrum",
+    "prelu",
     "spectrum_to_polar",
 ]

@@ -1,0 +1,37 @@
+// Checks and sizes of the prelu_ ops, shared by the CPU and the CUDA bindings. The Python API validates
+// what users pass and promotes the dtypes; these checks keep a kernel from reading out of bounds
+// whatever it is called with.
+#pragma once
+#include <torch/extension.h>
+
+namespace mcmri_fast {
+
+// x [B, C, N] once made contiguous, with N the product of the spatial sizes; `shared`: one slope for
+// all channels (weight [1]), else one per channel (weight [C]).
+struct PreluSizes {
+  int64_t B, C, N;
+  bool shared;
+};
+
+inline PreluSizes check_prelu_args(const char* op, const at::Tensor& x, const at::Tensor& weight,
+                                   const at::Tensor* grad = nullptr) {
+  TORCH_CHECK(x.dim() >= 2, op, ": x must be [B, C, *spatial], got ", x.sizes());
+  const auto dtype = x.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16, op,
+              ": x must be float32, float64, float16 or bfloat16, got ", dtype);
+  const int64_t B = x.size(0), C = x.size(1);
+  TORCH_CHECK(weight.dim() == 1 && (weight.size(0) == 1 || weight.size(0) == C) && weight.scalar_type() == dtype, op,
+              ": weight must be [1] or [C] = [", C, "] of x's dtype, got ", weight.sizes(), " ", weight.scalar_type());
+  if (grad != nullptr) {
+    TORCH_CHECK(grad->sizes() == x.sizes() && grad->scalar_type() == dtype, op, ": grad must match x (", x.sizes(),
+                " ", dtype, "), got ", grad->sizes(), " ", grad->scalar_type());
+  }
+  for (const at::Tensor* t : {&weight, grad}) {
+    if (t != nullptr) {
+      TORCH_CHECK(t->device() == x.device(), op, ": all tensors must be on ", x.device(), ", got ", t->device());
+    }
+  }
+  return {B, C, B * C == 0 ? 0 : x.numel() / (B * C), weight.size(0) == 1};
+}
+
+}  // namespace mcmri_fast
