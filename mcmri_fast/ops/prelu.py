@@ -10,7 +10,7 @@ How the fused backends compute it (cpu, cuda, triton): one pass forward; one pas
 the input's gradient and reduces the slope's: per row (b, c) on the CPU (the row summed in double by
 chunks of vector partials), per (row, chunk) on the GPU; the partials are then summed by torch in a
 fixed order (deterministic). ATen's CPU backward materialises x·grad as a full-size tensor and reduces
-it in a second pass: 11 ms fwd+bwd against about 2 at 1×64×240² (BENCHMARKS.md). The op saves x and
+it in a second pass: 10.3 ms fwd+bwd against 1.4 at 1×64×240² (BENCHMARKS.md). The op saves x and
 the weight. float16 / bfloat16 are computed in float32 and rounded once; the slope's gradient is
 accumulated in float32 (float64 for float64).
 """
