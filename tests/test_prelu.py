@@ -18,8 +18,8 @@ SLOPES = ["shared", "per-channel"]
 
 
 def _inputs(shape, slopes="shared", dtype=torch.float32, device="cpu", seed=0):
-    """x, weight, grad; a third of x exactly 0 or negative zero would be too many ties, so x is plain
-    normal with a few exact zeros (x > 0 decides the branch at 0 as ATen does)."""
+    """x, weight, grad: x normal with every 7th element exactly 0 (the kink, where x > 0 is false as in
+    ATen), slopes in [-0.25, 0.75)."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(shape, generator=g, dtype=torch.float64)
     x.view(-1)[:: 7] = 0.0

@@ -7,6 +7,7 @@
 #include <c10/util/complex.h>
 
 #include "../data_consistency_args.h"
+#include "parallel_grain.h"
 
 namespace mcmri_fast::cpu {
 namespace {
@@ -67,14 +68,13 @@ inline Row<scalar_t> row_of(int64_t r, const BlendSizes& s, const scalar_t* weig
 }
 
 // A grain of about 32k elements keeps thread start-up small against the work of a chunk.
-inline int64_t row_grain(int64_t W) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(W, 1)); }
 
 template <typename scalar_t>
 void blend_forward(const BlendSizes& s, c10::complex<scalar_t>* spec, const c10::complex<scalar_t>* src,
                    const uint8_t* mask, const scalar_t* weight, const c10::complex<scalar_t>* ph,
                    const c10::complex<scalar_t>* pw) {
   const int64_t src_sw = s.src_stride[3], mask_sw = s.mask_stride[2];
-  at::parallel_for(0, s.B * s.C * s.H, row_grain(s.W), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, s.B * s.C * s.H, parallel_grain(s.W), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       auto row = row_of(r, s, weight);
       c10::complex<scalar_t>* out = spec + r * s.W;
@@ -95,7 +95,7 @@ void blend_backward(const BlendSizes& s, c10::complex<scalar_t>* grad, const c10
                     c10::complex<scalar_t>* grad_src, const int64_t* grad_src_stride, scalar_t* grad_weight_rows) {
   const int64_t src_sw = s.src_stride[3], mask_sw = s.mask_stride[2];
   const int64_t gsrc_sw = grad_src ? grad_src_stride[3] : 0;
-  at::parallel_for(0, s.B * s.C * s.H, row_grain(s.W), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, s.B * s.C * s.H, parallel_grain(s.W), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       auto row = row_of(r, s, weight);
       c10::complex<scalar_t>* g = grad + r * s.W;
@@ -162,7 +162,7 @@ void blend_columns_forward(const ColumnBlendSizes& s, c10::complex<scalar_t>* sp
                            const int64_t* columns, const uint8_t* mask, const scalar_t* weight,
                            const c10::complex<scalar_t>* ph, const c10::complex<scalar_t>* pw,
                            c10::complex<scalar_t>* kept) {
-  at::parallel_for(0, s.B * s.C * s.H, row_grain(s.n), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, s.B * s.C * s.H, parallel_grain(s.n), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const auto row = column_row_of(r, s, src, mask, weight);
       c10::complex<scalar_t>* out = spec + r * s.W;
@@ -185,7 +185,7 @@ void blend_columns_backward(const ColumnBlendSizes& s, c10::complex<scalar_t>* g
                             const c10::complex<scalar_t>* kept, c10::complex<scalar_t>* grad_src,
                             const int64_t* grad_src_stride, scalar_t* grad_weight_rows) {
   using acc_t = at::acc_type<scalar_t, false>;
-  at::parallel_for(0, s.B * s.C * s.H, row_grain(s.n), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, s.B * s.C * s.H, parallel_grain(s.n), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const auto row = column_row_of(r, s, src, mask, weight);
       c10::complex<scalar_t>* g = grad + r * s.W;

@@ -14,6 +14,7 @@
 
 #include "../depthwise_conv_args.h"
 #include "cpu_isa.h"
+#include "parallel_grain.h"
 #include "depthwise_conv_kernel_table.h"
 
 namespace mcmri_fast::cpu {
@@ -29,11 +30,6 @@ const DepthwiseConvKernels<scalar_t>& kernels() {
   return base_table;
 }
 
-// A grain of about 32k elements keeps thread start-up small against the work of a chunk; a 240² plane
-// is a chunk of its own, so 64 planes split over every thread.
-inline int64_t grain_of(int64_t elements_per_item) {
-  return std::max<int64_t>(1, 32768 / std::max<int64_t>(elements_per_item, 1));
-}
 
 at::ScalarType compute_dtype(at::ScalarType dtype) { return dtype == at::kDouble ? at::kDouble : at::kFloat; }
 
@@ -48,7 +44,7 @@ void stencil(const DepthwiseConvSizes& s, const at::Tensor& in, const at::Tensor
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), "depthwise_conv3x3_cpu", [&] {
     using compute_t = depthwise_compute_t<scalar_t>;
     const auto& k = kernels<scalar_t>();
-    at::parallel_for(0, s.B * s.C, grain_of(s.H * s.W), [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, s.B * s.C, parallel_grain(s.H * s.W), [&](int64_t begin, int64_t end) {
       k.forward_planes(s.C, s.H, s.W, in.const_data_ptr<scalar_t>(), taps.const_data_ptr<compute_t>(),
                        bias == nullptr ? nullptr : bias->const_data_ptr<compute_t>(), out.mutable_data_ptr<scalar_t>(),
                        begin, end);
@@ -90,7 +86,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_conv3x3_bwd(const at::T
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "depthwise_conv3x3_bwd_cpu", [&] {
       using compute_t = depthwise_compute_t<scalar_t>;
       const auto& k = kernels<scalar_t>();
-      at::parallel_for(0, s.C, grain_of(s.B * s.H * s.W), [&](int64_t begin, int64_t end) {
+      at::parallel_for(0, s.C, parallel_grain(s.B * s.H * s.W), [&](int64_t begin, int64_t end) {
         k.backward_channels(s.B, s.C, s.H, s.W, grad_c.const_data_ptr<scalar_t>(), x_c.const_data_ptr<scalar_t>(),
                             rotated.const_data_ptr<compute_t>(), need_x ? grad_x.mutable_data_ptr<scalar_t>() : nullptr,
                             sums.mutable_data_ptr<double>(), begin, end);

@@ -10,6 +10,7 @@
 
 #include "../gated_fusion_args.h"
 #include "cpu_isa.h"
+#include "parallel_grain.h"
 #include "gated_fusion_kernel_table.h"
 
 namespace mcmri_fast::cpu {
@@ -25,8 +26,6 @@ const GatedFusionKernels<scalar_t>& kernels() {
   return base_table;
 }
 
-// A grain of about 32k elements keeps thread start-up small against the work of a chunk.
-inline int64_t row_grain(int64_t N) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(N, 1)); }
 
 }  // namespace
 
@@ -38,7 +37,7 @@ at::Tensor gated_fusion_fwd(const at::Tensor& a, const at::Tensor& b, const at::
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "gated_fusion_fwd_cpu", [&] {
     const auto& k = kernels<scalar_t>();
-    at::parallel_for(0, s.B * s.C, row_grain(s.N), [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, s.B * s.C, parallel_grain(s.N), [&](int64_t begin, int64_t end) {
       k.forward_rows(s.C, s.N, a_c.const_data_ptr<scalar_t>(), b_c.const_data_ptr<scalar_t>(),
                      gate_c.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), nonfinite.has_value(),
                      nonfinite.value_or(0.0), begin, end);
@@ -59,7 +58,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gated_fusion_bwd(const at::Tensor
   if (grad_a.numel() == 0) return {grad_a, grad_b, grad_gate};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "gated_fusion_bwd_cpu", [&] {
     const auto& k = kernels<scalar_t>();
-    at::parallel_for(0, s.B * s.C, row_grain(s.N), [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, s.B * s.C, parallel_grain(s.N), [&](int64_t begin, int64_t end) {
       k.backward_rows(s.C, s.N, grad_c.const_data_ptr<scalar_t>(), a_c.const_data_ptr<scalar_t>(),
                       b_c.const_data_ptr<scalar_t>(), gate_c.const_data_ptr<scalar_t>(),
                       grad_a.mutable_data_ptr<scalar_t>(), grad_b.mutable_data_ptr<scalar_t>(),

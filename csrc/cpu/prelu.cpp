@@ -10,6 +10,7 @@
 
 #include "../prelu_args.h"
 #include "cpu_isa.h"
+#include "parallel_grain.h"
 #include "prelu_kernel_table.h"
 
 namespace mcmri_fast::cpu {
@@ -25,8 +26,6 @@ const PreluKernels<scalar_t>& kernels() {
   return base_table;
 }
 
-// A grain of about 32k elements keeps thread start-up small against the work of a chunk.
-inline int64_t row_grain(int64_t N) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(N, 1)); }
 
 }  // namespace
 
@@ -37,7 +36,7 @@ at::Tensor prelu_fwd(const at::Tensor& x, const at::Tensor& weight) {
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "prelu_fwd_cpu", [&] {
     const auto& k = kernels<scalar_t>();
-    at::parallel_for(0, s.B * s.C, row_grain(s.N), [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, s.B * s.C, parallel_grain(s.N), [&](int64_t begin, int64_t end) {
       k.forward_rows(s.C, s.N, x_c.const_data_ptr<scalar_t>(), weight_c.const_data_ptr<scalar_t>(), s.shared,
                      out.mutable_data_ptr<scalar_t>(), begin, end);
     });
@@ -57,7 +56,7 @@ std::tuple<at::Tensor, at::Tensor> prelu_bwd(const at::Tensor& grad, const at::T
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "prelu_bwd_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto& k = kernels<scalar_t>();
-    at::parallel_for(0, s.B * s.C, row_grain(s.N), [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, s.B * s.C, parallel_grain(s.N), [&](int64_t begin, int64_t end) {
       k.backward_rows(s.C, s.N, grad_c.const_data_ptr<scalar_t>(), x_c.const_data_ptr<scalar_t>(),
                       weight_c.const_data_ptr<scalar_t>(), s.shared,
                       need_x ? grad_x.mutable_data_ptr<scalar_t>() : nullptr,

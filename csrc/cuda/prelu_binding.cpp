@@ -43,10 +43,9 @@ std::tuple<at::Tensor, at::Tensor> prelu_bwd(const at::Tensor& grad, const at::T
   const auto grad_c = grad.contiguous(), x_c = x.contiguous(), weight_c = weight.contiguous();
   const auto accumulate = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   auto grad_x = need_x ? at::empty_like(x_c, at::MemoryFormat::Contiguous) : x.new_empty({0});
-  if (!need_weight && (x.numel() == 0 || !need_x)) return {grad_x, x.new_empty({0}, accumulate)};
   const int64_t chunks = prelu_weight_chunks(s.N);
   auto partials = need_weight ? at::zeros({s.B, s.C, chunks}, x.options().dtype(accumulate)) : x.new_empty({0}, accumulate);
-  if (x.numel() > 0) {
+  if (x.numel() > 0 && (need_x || need_weight)) {
     cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "prelu_bwd_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;
