@@ -18,12 +18,15 @@ The network (spec: shared/specs/models.md, FSMNet), `channels` = 64 at every sca
 
 Size: 13,799,848 parameters at the paper's setting (the authors' code builds 14,053,528: the rest is a
 second attention per FS-fusion that its forward never calls, left out here), about 159 GMACs at
-240 × 240 (convolutions and matrix products; `tests/test_fsmnet.py` counts both).
+240 × 240 (convolutions and matrix products; `tests/test_fsmnet.py` counts both). The fused path computes
+151 of them: each DownSample's conv3×3 → unshuffle → conv1×1 (40 multiply-adds per pixel and channel
+pair) runs as one 4×4 convolution of stride 2 (16), 7.4 GMACs fewer in its 12 DownSamples.
 
 Fused ops: the frequency blocks run `ops.spectrum_to_polar`, `ops.polar_to_spectrum` and
 `ops.frequency_epilogue`, the FS-fusions `ops.depthwise_channel_attention` (the attention with its
 depthwise projections, which it recomputes in backward rather than keep), every fusion
-`ops.gated_fusion`. Under `mcmri_fast.use_backend("reference")` the same network runs on the
+`ops.gated_fusion`, the heads, tails, residual groups and up-samplings `ops.prelu`, the DownSamples
+`ops.unshuffle_downsample` (the composed strided convolution). Under `mcmri_fast.use_backend("reference")` the same network runs on the
 pure-PyTorch references.
 
 Training (the paper): L1(img_out) + L1(img_fre) + 0.01·(L1 of |rfft2| + L1 of angle(rfft2)) of img_fre

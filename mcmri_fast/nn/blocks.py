@@ -50,13 +50,22 @@ class ResidualGroup(nn.Module):
 
 
 class DownSample(nn.Sequential):
-    """Halves H and W: conv3×3 (no bias) → pixel-unshuffle(2) → conv1×1 (4C → C, no bias)."""
+    """Halves H and W: conv3×3 (no bias) → pixel-unshuffle(2) → conv1×1 (4C → C, no bias), run by
+    `ops.unshuffle_downsample` as one 4×4 convolution of stride 2 (2.5× fewer multiply-adds; the three
+    steps under the reference backend). The parameters are those of the three-step form (0, 2)."""
 
     def __init__(self, channels: int):
         super().__init__(
             nn.Conv2d(channels, channels, 3, padding=1, bias=False),
             nn.PixelUnshuffle(2),
             nn.Conv2d(4 * channels, channels, 1, bias=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv, unshuffle, project = self
+        return ops.unshuffle_downsample(
+            x, conv.weight, project.weight, factor=unshuffle.downscale_factor,
+            conv_bias=conv.bias, project_bias=project.bias,
         )
 
 

@@ -2,6 +2,7 @@
 from .channel_attention import channel_attention, depthwise_channel_attention
 from .data_consistency import data_consistency, dunsa_data_consistency
 from .depthwise_conv import depthwise_conv3x3
+from .downsample import unshuffle_downsample
 from .frequency import frequency_epilogue, polar_to_spectrum, spectrum_to_polar
 from .gated_fusion import gated_fusion
 from .prelu import prelu
@@ -17,4 +18,5 @@ __all__ = [
     "polar_to_spectrum",
     "prelu",
     "spectrum_to_polar",
+    "unshuffle_downsample",
 ]
