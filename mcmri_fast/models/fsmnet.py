@@ -26,7 +26,8 @@ Fused ops: the frequency blocks run `ops.spectrum_to_polar`, `ops.polar_to_spect
 `ops.frequency_epilogue`, the FS-fusions `ops.depthwise_channel_attention` (the attention with its
 depthwise projections, which it recomputes in backward rather than keep), every fusion
 `ops.gated_fusion`, the heads, tails, residual groups and up-samplings `ops.prelu`, the DownSamples
-`ops.unshuffle_downsample` (the composed strided convolution). Under `mcmri_fast.use_backend("reference")` the same network runs on the
+`ops.unshuffle_downsample` (the composed strided convolution), the 1×1 convolutions of the attentions,
+the frequency blocks (before the FFT) and the up-samplings `ops.conv1x1` (matrix products on the planes). Under `mcmri_fast.use_backend("reference")` the same network runs on the
 pure-PyTorch references.
 
 Training (the paper): L1(img_out) + L1(img_fre) + 0.01·(L1 of |rfft2| + L1 of angle(rfft2)) of img_fre

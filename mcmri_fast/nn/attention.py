@@ -14,7 +14,8 @@ class ChannelAttention(nn.Module):
     Q = dwconv3×3(conv1×1(x)); K, V = chunk(dwconv3×3(conv1×1(context, 2C))); per head, Q and K are
     L2-normalised over pixels, A = softmax(Q Kᵀ · temperature) (a (C/heads)² matrix, temperature
     learnable per head, init 1), out = conv1×1(A V). Convolutions without bias (FSMNet's setting).
-    The depthwise convolutions and the attention run as one op, `ops.depthwise_channel_attention`
+    The 1×1 projections run as `ops.conv1x1` (matrix products on the NCHW planes). The depthwise
+    convolutions and the attention run as one op, `ops.depthwise_channel_attention`
     (fused stencils: PyTorch's depthwise convolution is oneDNN's, slow on NCHW maps on the CPU), which
     recomputes the depthwise outputs in backward instead of keeping three more maps per call.
     x, context [B, C, H, W] → [B, C, H, W].
@@ -34,8 +35,10 @@ class ChannelAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         context = x if context is None else context
+        q = ops.conv1x1(x, self.query.weight, self.query.bias)
+        kv = ops.conv1x1(context, self.key_value.weight, self.key_value.bias)
         out = ops.depthwise_channel_attention(
-            self.query(x), self.key_value(context), self.query_dw.weight, self.key_value_dw.weight, self.temperature,
+            q, kv, self.query_dw.weight, self.key_value_dw.weight, self.temperature,
             self.heads, q_bias=self.query_dw.bias, kv_bias=self.key_value_dw.bias,
         )
-        return self.project_out(out)
+        return ops.conv1x1(out, self.project_out.weight, self.project_out.bias)

@@ -70,7 +70,11 @@ class DownSample(nn.Sequential):
 
 
 class UpSample(nn.Sequential):
-    """Doubles H and W: conv1×1 (C → 4C) → pixel-shuffle(2) → PReLU."""
+    """Doubles H and W: conv1×1 (C → 4C, `ops.conv1x1`) → pixel-shuffle(2) → PReLU."""
 
     def __init__(self, channels: int):
         super().__init__(nn.Conv2d(channels, 4 * channels, 1), nn.PixelShuffle(2), PReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        project, shuffle, activation = self
+        return activation(shuffle(ops.conv1x1(x, project.weight, project.bias)))

@@ -1,6 +1,5 @@
 """FSMNet's frequency block (seed 002, FreBlock) on the fused frequency-branch ops."""
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
@@ -16,7 +15,7 @@ class FreqBlock(nn.Module):
 
     FFT convention: FSMNet's own, uncentred `torch.fft.rfft2(norm="backward")` and `irfft2(s=(H, W))`;
     the convolutions run on the H × (W//2 + 1) half spectrum. The FFTs run in float32 (also under
-    autocast). The pointwise work around them is `ops.spectrum_to_polar`, `ops.polar_to_spectrum` (with
+    autocast). The 1×1 convolution before the FFT is `ops.conv1x1`; the pointwise work around them is `ops.spectrum_to_polar`, `ops.polar_to_spectrum` (with
     the refinements' residuals and FSMNet's +1e-8 guards) and `ops.frequency_epilogue`. FSMNet adds 1e-8
     to the first conv's output before the FFT: here that is folded into the conv's bias. The spectrum's
     self-conjugate bins (DC and Nyquist rows and columns) count as real, as they are in exact arithmetic:
@@ -41,7 +40,7 @@ class FreqBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
-        pre = F.conv2d(x, self.pre.weight, self.pre.bias + SPECTRUM_EPS)
+        pre = ops.conv1x1(x, self.pre.weight, self.pre.bias + SPECTRUM_EPS)
         spectrum = torch.fft.rfft2(pre.to(torch.promote_types(pre.dtype, torch.float32)), norm="backward")
         amplitude, phase = ops.spectrum_to_polar(spectrum, signal_width=width)
         spectrum = ops.polar_to_spectrum(self.amplitude(amplitude), self.phase(phase), amplitude, phase)

@@ -1,5 +1,6 @@
 """Pure-PyTorch references of every op: the single source of truth for what an op computes."""
 from .channel_attention import channel_attention, depthwise_channel_attention
+from .conv1x1 import conv1x1
 from .data_consistency import data_consistency
 from .depthwise_conv import depthwise_conv3x3
 from .downsample import unshuffle_downsample
@@ -9,6 +10,7 @@ from .prelu import prelu
 
 __all__ = [
     "channel_attention",
+    "conv1x1",
     "data_consistency",
     "depthwise_channel_attention",
     "depthwise_conv3x3",
