@@ -21,10 +21,10 @@ import torch
 
 from .. import reference
 from ..backends import select_backend
+from ._checks import promoted_float_dtype
 
 __all__ = ["conv1x1"]
 
-_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 
 
@@ -62,13 +62,7 @@ def _select(device: torch.device) -> str:
 def _validate(x, weight, bias):
     """Checks the arguments; returns them in their promoted dtype."""
     tensors = {"x": x, "weight": weight} if bias is None else {"x": x, "weight": weight, "bias": bias}
-    for name, t in tensors.items():
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dtype not in _DTYPES:
-            raise TypeError(f"{name} must be float32, float64, float16 or bfloat16, got dtype {t.dtype}")
-        if t.device != x.device:
-            raise ValueError(f"{name} must be on x's device {x.device}, got {t.device}")
+    dtype = promoted_float_dtype(tensors)
     if x.dim() != 4:
         raise ValueError(f"x must be [B, C, H, W], got shape {tuple(x.shape)}")
     channels = x.shape[1]
@@ -76,9 +70,6 @@ def _validate(x, weight, bias):
         raise ValueError(f"weight must be [Co, C, 1, 1] or [Co, C] with C = {channels}, got shape {tuple(weight.shape)}")
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
         raise ValueError(f"bias must be [Co] = [{weight.shape[0]}] or None, got shape {tuple(bias.shape)}")
-    dtype = x.dtype
-    for t in tensors.values():
-        dtype = torch.promote_types(dtype, t.dtype)
     return x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
 
 

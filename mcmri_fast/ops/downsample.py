@@ -22,10 +22,9 @@ import torch.nn.functional as F
 
 from .. import reference
 from ..backends import select_backend
+from ._checks import promoted_float_dtype
 
 __all__ = ["unshuffle_downsample"]
-
-_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 def unshuffle_downsample(
@@ -94,13 +93,7 @@ def _validate(x, conv_weight, project_weight, factor, conv_bias, project_bias):
     for name, t in (("conv_bias", conv_bias), ("project_bias", project_bias)):
         if t is not None:
             tensors[name] = t
-    for name, t in tensors.items():
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dtype not in _DTYPES:
-            raise TypeError(f"{name} must be float32, float64, float16 or bfloat16, got dtype {t.dtype}")
-        if t.device != x.device:
-            raise ValueError(f"{name} must be on x's device {x.device}, got {t.device}")
+    dtype = promoted_float_dtype(tensors)
     if not isinstance(factor, int) or isinstance(factor, bool) or factor < 1:
         raise ValueError(f"factor must be a positive integer, got {factor!r}")
     if x.dim() != 4:
@@ -130,8 +123,5 @@ def _validate(x, conv_weight, project_weight, factor, conv_bias, project_bias):
     for name, t, size in (("conv_bias", conv_bias, channels), ("project_bias", project_bias, out_channels)):
         if t is not None and tuple(t.shape) != (size,):
             raise ValueError(f"{name} must be [{size}] or None, got shape {tuple(t.shape)}")
-    dtype = x.dtype
-    for t in tensors.values():
-        dtype = torch.promote_types(dtype, t.dtype)
     project_weight = project_weight.reshape(out_channels, unshuffled, 1, 1)
     return tuple(None if t is None else t.to(dtype) for t in (x, conv_weight, project_weight, conv_bias, project_bias))
