@@ -18,3 +18,13 @@ def require_backend(backend: str, device: str) -> None:
     reason = backend_status(backend, torch.device(device))
     if reason is not None:
         pytest.skip(reason)
+
+
+def assert_all_close(names, got, expected, atol, rtol):
+    """Compares got[i] with expected[i] (named names[i], in got's dtype); a None expected (an argument the
+    op was not given, so no gradient) must be None in got too."""
+    for name, x, y in zip(names, got, expected):
+        if y is None:
+            assert x is None, name
+            continue
+        torch.testing.assert_close(x, y.to(x.dtype), atol=atol, rtol=rtol, msg=lambda m: f"{name}: {m}")

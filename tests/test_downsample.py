@@ -10,7 +10,7 @@ from mcmri_fast.backends import BackendUnavailableError, backend_status
 from mcmri_fast.nn import DownSample
 from mcmri_fast.ops.downsample import unshuffle_downsample
 
-from fused_backends import FUSED, require_backend
+from fused_backends import FUSED, assert_all_close, require_backend
 
 # (B, Ci, C, Co, k, factor, H, W, biases): odd sizes (H, W odd multiples of the factor), C in {8, 64},
 # FSMNet's setting (64 → 64, k = 3, factor 2, no bias), other kernels, factors and channel counts.
@@ -58,11 +58,7 @@ def _run(backend, case, args, grad):
 
 def _assert_all_close(got, expected, atol, rtol):
     names = ("out", "grad_x", "grad_conv_weight", "grad_project_weight", "grad_conv_bias", "grad_project_bias")
-    for name, x, y in zip(names, got, expected):
-        if y is None:
-            assert x is None, name
-            continue
-        torch.testing.assert_close(x, y.to(x.dtype), atol=atol, rtol=rtol, msg=lambda m: f"{name}: {m}")
+    assert_all_close(names, got, expected, atol, rtol)
 
 
 @pytest.mark.parametrize("backend,device", FUSED)

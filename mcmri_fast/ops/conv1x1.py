@@ -82,27 +82,40 @@ def _onednn_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
-def _product(a: torch.Tensor, b: torch.Tensor, backend: str) -> torch.Tensor:
-    """a [M, K] · b [K, N] → [M, N] contiguous. oneDNN's linear computes a · wᵀ: w = bᵀ, a view (oneDNN
-    reads it transposed in place)."""
-    if backend == "cpu" and a.device.type == "cpu" and a.dtype in _ONEDNN_DTYPES and _onednn_available():
-        return torch.ops.mkldnn._linear_pointwise(a.contiguous(), b.t(), None, "none", [], "")
-    return torch.matmul(a, b)
+def _onednn(a: torch.Tensor, backend: str) -> bool:
+    """Whether the cpu backend's products of `a` go to oneDNN (else `torch.matmul`: MKL, cuBLAS)."""
+    return backend == "cpu" and a.dtype in _ONEDNN_DTYPES and _onednn_available()
 
 
-def _per_sample(products: list[torch.Tensor]) -> torch.Tensor:
-    """[B, M, N] from B products [M, N] (a view at B = 1)."""
+def _linear(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """a [M, K] · wᵀ ([N, K], any strides: oneDNN reads a transposed view in place) → [M, N], oneDNN's."""
+    return torch.ops.mkldnn._linear_pointwise(a.contiguous(), w, None, "none", [], "")
+
+
+def _apply(a: torch.Tensor, planes: torch.Tensor, backend: str) -> torch.Tensor:
+    """a [M, K] applied to each plane [K, N] of planes [B, K, N] → [B, M, N] contiguous. oneDNN takes one
+    product per sample (stacked: a copy at B > 1); matmul one batched call."""
+    if not _onednn(a, backend):
+        return torch.matmul(a, planes)
+    products = [_linear(a, plane.t()) for plane in planes]
     return products[0].unsqueeze(0) if len(products) == 1 else torch.stack(products)
+
+
+def _sum_of_products(grads: torch.Tensor, planes: torch.Tensor, backend: str) -> torch.Tensor:
+    """Σ_b grads[b] · planes[b]ᵀ ([B, M, N] and [B, K, N] → [M, K]): the weight's gradient."""
+    if not _onednn(grads, backend):
+        return torch.matmul(grads, planes.transpose(1, 2)).sum(0)
+    # planes[b] is the transpose of the product's right operand as it stands: oneDNN reads it in place
+    total = _linear(grads[0], planes[0])
+    for b in range(1, planes.shape[0]):
+        total = total + _linear(grads[b], planes[b])
+    return total
 
 
 @torch.library.custom_op("mcmri_fast::conv1x1", mutates_args=())
 def _conv1x1_fused(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, backend: str) -> torch.Tensor:
     B, C, H, W = x.shape
-    planes = x.contiguous().view(B, C, H * W)
-    if x.device.type == "cuda":  # one strided-batched cuBLAS call
-        out = torch.matmul(weight, planes)
-    else:
-        out = _per_sample([_product(weight, planes[b], backend) for b in range(B)])
+    out = _apply(weight, x.contiguous().view(B, C, H * W), backend)
     if bias is not None:
         out.add_(bias.view(1, -1, 1))
     return out.view(B, weight.shape[0], H, W)
@@ -124,18 +137,9 @@ def _conv1x1_fused_backward(
     # distinct empties: a custom op's outputs must not alias each other
     grad_x, grad_weight, grad_bias = (x.new_empty(0) for _ in range(3))
     if need_x:
-        weight_t = weight.t().contiguous()
-        if x.device.type == "cuda":
-            grad_x = torch.matmul(weight_t, grads)
-        else:
-            grad_x = _per_sample([_product(weight_t, grads[b], backend) for b in range(B)])
-        grad_x = grad_x.view(B, C, H, W)
+        grad_x = _apply(weight.t().contiguous(), grads, backend).view(B, C, H, W)
     if need_weight:
-        planes = x.contiguous().view(B, C, H * W)
-        # grad[b] · x[b]ᵀ summed over the batch: b's transpose is x[b] itself, as oneDNN reads it
-        grad_weight = _product(grads[0], planes[0].t(), backend)
-        for b in range(1, B):
-            grad_weight = grad_weight + _product(grads[b], planes[b].t(), backend)
+        grad_weight = _sum_of_products(grads, x.contiguous().view(B, C, H * W), backend)
     if need_bias:
         grad_bias = grads.sum((0, 2))
     return grad_x, grad_weight, grad_bias

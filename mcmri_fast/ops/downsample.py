@@ -9,7 +9,7 @@ stride r, K[o, i] = Σ_c Σ_(a,b) P[o, c, a, b] ⋆ W[c, i] (a full 2-D convolut
 r × r taps, P = project_weight viewed as [Co, C, r, r] in pixel_unshuffle's channel order, with the
 first convolution's k × k taps W). It computes only the pixels the stride keeps: at FSMNet's setting
 (C = 64, k = 3, r = 2) 16 multiply-adds per input channel and output pixel where the three steps take
-4·9 + 4 = 40, and no unshuffled copy. fwd+bwd at 1×64×240²: 26 ms against 52 (BENCHMARKS.md).
+4·9 + 4 = 40, and no unshuffled copy. fwd+bwd at 1×64×240²: 24 ms against 49 (BENCHMARKS.md).
 
 This is an algebraic rewrite on torch's convolution (oneDNN on the CPU, cuDNN on CUDA), not a custom
 kernel: the composed kernel K is a differentiable function of the weights (a transposed convolution of
