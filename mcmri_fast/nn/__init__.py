@@ -1,7 +1,7 @@
 """Modules built on mcmri_fast.ops, reused by the models."""
 from .attention import ChannelAttention
-from .blocks import ConvPReLU, DownSample, PReLU, ResBlock, ResidualGroup, UpSample
+from .blocks import Conv3x3, ConvPReLU, DownSample, PReLU, ResBlock, ResidualGroup, UpSample
 from .frequency import FreqBlock
 from .fusion import CMSFusion, FSFusion
 
-__all__ = ["CMSFusion", "ChannelAttention", "ConvPReLU", "DownSample", "FSFusion", "FreqBlock", "PReLU", "ResBlock", "ResidualGroup", "UpSample"]
+__all__ = ["CMSFusion", "ChannelAttention", "Conv3x3", "ConvPReLU", "DownSample", "FSFusion", "FreqBlock", "PReLU", "ResBlock", "ResidualGroup", "UpSample"]

@@ -4,6 +4,7 @@ from torch import nn
 
 from .. import ops
 from ..reference.frequency import SPECTRUM_EPS
+from .blocks import Conv3x3
 
 __all__ = ["FreqBlock"]
 
@@ -35,7 +36,7 @@ class FreqBlock(nn.Module):
     @staticmethod
     def _refinement(channels: int) -> nn.Sequential:
         return nn.Sequential(
-            nn.Conv2d(channels, channels, 3, padding=1), nn.LeakyReLU(0.1, inplace=True), nn.Conv2d(channels, channels, 3, padding=1)
+            Conv3x3(channels, channels), nn.LeakyReLU(0.1, inplace=True), Conv3x3(channels, channels)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,12 +1,12 @@
 """FSMNet's fusion blocks (seed 002): reference→target (CMS) and frequency↔spatial (FS), both ending in
 the sigmoid gate of `ops.gated_fusion`."""
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
 from ..reference.frequency import NONFINITE_VALUE
 from .attention import ChannelAttention
+from .blocks import Conv3x3
 
 __all__ = ["CMSFusion", "FSFusion"]
 
@@ -16,18 +16,18 @@ class _GateLogits(nn.Sequential):
 
     The first convolution runs as two, over a and over b with the two halves of its weight, summed: the
     same map without the concatenated copy, which autograd would keep for the weight's gradient
-    besides a and b (which the gate keeps too). 2C maps fewer per fusion, and no slower (oneDNN, CPU).
+    besides a and b (which the gate keeps too). 2C maps fewer per fusion, and no slower.
     The parameters are those of the concatenating form (gate.0, gate.1)."""
 
     def __init__(self, channels: int):
-        super().__init__(nn.Conv2d(2 * channels, channels, 3, padding=1), nn.Conv2d(channels, 2 * channels, 3, padding=1))
+        super().__init__(Conv3x3(2 * channels, channels), Conv3x3(channels, 2 * channels))
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         reduce, expand = self[0], self[1]
         channels = a.shape[1]
         # in place on a fresh convolution output, which its backward does not read
-        hidden = F.conv2d(a, reduce.weight[:, :channels], reduce.bias, padding=1)
-        hidden = hidden.add_(F.conv2d(b, reduce.weight[:, channels:], padding=1))
+        hidden = ops.conv3x3(a, reduce.weight[:, :channels], reduce.bias)
+        hidden = hidden.add_(ops.conv3x3(b, reduce.weight[:, channels:]))
         return expand(hidden)
 
 
@@ -38,8 +38,8 @@ class CMSFusion(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.reference = nn.Conv2d(channels, channels, 3, padding=1)
-        self.target = nn.Conv2d(channels, channels, 3, padding=1)
+        self.reference = Conv3x3(channels, channels)
+        self.target = Conv3x3(channels, channels)
         self.gate = _GateLogits(channels)
 
     def forward(self, reference: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -59,8 +59,8 @@ class FSFusion(nn.Module):
 
     def __init__(self, channels: int, heads: int = 8):
         super().__init__()
-        self.first = nn.Conv2d(channels, channels, 3, padding=1)
-        self.second = nn.Conv2d(channels, channels, 3, padding=1)
+        self.first = Conv3x3(channels, channels)
+        self.second = Conv3x3(channels, channels)
         self.attention = ChannelAttention(channels, heads)
         self.gate = _GateLogits(channels)
 

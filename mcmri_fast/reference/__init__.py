@@ -1,6 +1,7 @@
 """Pure-PyTorch references of every op: the single source of truth for what an op computes."""
 from .channel_attention import channel_attention, depthwise_channel_attention
 from .conv1x1 import conv1x1
+from .conv3x3 import conv3x3
 from .data_consistency import data_consistency
 from .depthwise_conv import depthwise_conv3x3
 from .downsample import unshuffle_downsample
@@ -11,6 +12,7 @@ from .prelu import prelu
 __all__ = [
     "channel_attention",
     "conv1x1",
+    "conv3x3",
     "data_consistency",
     "depthwise_channel_attention",
     "depthwise_conv3x3",

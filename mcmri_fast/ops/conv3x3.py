@@ -1,0 +1,143 @@
+"""Dense 3×3 convolution, zero padding 1, stride 1: most of FSMNet's multiply-adds (its residual blocks,
+the convolutions on the spectrum's amplitude and phase, the fusions).
+
+    out[b, o, y, x] = bias[o] + Σ_{c,i,j} weight[o, c, i, j] · x[b, c, y + i − 1, x + j − 1]
+    grad_x = grad ⋆ weight rotated by 180° (inputs and outputs swapped),
+    grad_weight[o, c] = Σ_b Σ_pixels grad[b, o] · x[b, c] shifted,   grad_bias = Σ grad
+
+The reference implementation is `mcmri_fast.reference.conv3x3` (`F.conv2d`).
+
+How the cpu backend computes it: Winograd's minimal filtering F(4×4, 3×3) in AVX-512
+(csrc/cpu/conv3x3_winograd.cpp), for the forward and for the backward to x (the same convolution with
+the rotated kernels): 4× fewer multiply-adds than the direct convolution, plus transforms of the input
+and output tiles. oneDNN's direct convolution runs within 20-30% of this CPU's peak, so only fewer
+multiply-adds make it faster: fwd at 1×64×240², 64 → 64, 7.4 ms against 13 ms (BENCHMARKS.md). The
+weight's and bias's gradients are torch's (oneDNN). The kernel runs for float32 on CPUs with AVX-512
+(and ATen's capability allowing it), Co a multiple of 8, C ≥ 8 and planes at least 8 × 8; other
+inputs take torch's convolution inside the same op. Rounding: Winograd's transforms have coefficients up
+to 8, so the result's error is ~20× the direct convolution's, ~1e-5 of the output's largest value at
+C = 64 (float32), as in the Winograd convolutions of cuDNN and oneDNN.
+
+On CUDA tensors (the cuda and triton backends) the op is torch's convolution: cuDNN picks its own
+algorithms (Winograd and implicit GEMM among them), which a hand-written kernel would not beat.
+"""
+import torch
+import torch.nn.functional as F
+
+from .. import reference
+from ..backends import select_backend
+from ._checks import promoted_float_dtype
+
+__all__ = ["conv3x3"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Public API: validation and dispatch
+
+
+def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """3×3 convolution, zero padding 1, stride 1 (`nn.Conv2d(C, Co, 3, padding=1)`).
+
+    out[b, o, y, x] = bias[o] + Σ_{c,i,j} weight[o, c, i, j] · x[b, c, y + i − 1, x + j − 1]
+
+    Args:
+        x: [B, C, H, W].
+        weight: [Co, C, 3, 3].
+        bias: [Co] or None.
+
+    Returns:
+        [B, Co, H, W], contiguous, in the promoted dtype of the inputs.
+
+    Gradients flow to x, weight and bias (those that require them). Inputs may have any strides.
+    """
+    x, weight, bias = _validate(x, weight, bias)
+    backend = _select(x.device)
+    if backend == "reference":
+        return reference.conv3x3(x, weight, bias)
+    return torch.ops.mcmri_fast.conv3x3(x, weight, bias, backend)
+
+
+@torch.compiler.assume_constant_result
+def _select(device: torch.device) -> str:
+    # Under torch.compile the choice is made once, at trace time, and baked into the graph.
+    return select_backend("conv3x3", device)
+
+
+def _validate(x, weight, bias):
+    """Checks the arguments; returns them in their promoted dtype."""
+    tensors = {"x": x, "weight": weight} if bias is None else {"x": x, "weight": weight, "bias": bias}
+    dtype = promoted_float_dtype(tensors)
+    if x.dim() != 4:
+        raise ValueError(f"x must be [B, C, H, W], got shape {tuple(x.shape)}")
+    if weight.dim() != 4 or weight.shape[1:] != (x.shape[1], 3, 3):
+        raise ValueError(f"weight must be [Co, C, 3, 3] with C = {x.shape[1]}, got shape {tuple(weight.shape)}")
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"bias must be [Co] = [{weight.shape[0]}] or None, got shape {tuple(bias.shape)}")
+    return x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
+
+
+def winograd_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether the cpu backend computes conv3x3(x, weight) with its Winograd kernel (else torch's
+    convolution): float32, an AVX-512 CPU, Co a multiple of 8, C ≥ 8, H and W ≥ 8."""
+    return x.device.type == "cpu" and bool(torch.ops.mcmri_fast.conv3x3_winograd_applies(x, weight))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fused implementation (custom ops, so torch.compile sees one node with a fake implementation)
+
+
+@torch.library.custom_op("mcmri_fast::conv3x3", mutates_args=())
+def _conv3x3_fused(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, backend: str) -> torch.Tensor:
+    if backend == "cpu":
+        return torch.ops.mcmri_fast.conv3x3_fwd(x, weight, bias)
+    return F.conv2d(x, weight, bias, padding=1).contiguous()
+
+
+@_conv3x3_fused.register_fake
+def _(x, weight, bias, backend):
+    return x.new_empty((x.shape[0], weight.shape[0], x.shape[2], x.shape[3]))
+
+
+@torch.library.custom_op("mcmri_fast::conv3x3_backward", mutates_args=())
+def _conv3x3_fused_backward(
+    grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, need_x: bool, need_weight: bool, need_bias: bool,
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(grad_x, grad_weight, grad_bias), contiguous; an empty tensor for each one not asked for."""
+    if backend == "cpu":
+        return torch.ops.mcmri_fast.conv3x3_bwd(grad.contiguous(), x, weight, need_x, need_weight, need_bias)
+    grad_x, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+        grad, x, weight, [weight.shape[0]], [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [need_x, need_weight, need_bias]
+    )
+    # distinct empties: a custom op's outputs must not alias each other
+    return tuple(t.contiguous() if need else x.new_empty(0)
+                 for t, need in ((grad_x, need_x), (grad_weight, need_weight), (grad_bias, need_bias)))
+
+
+@_conv3x3_fused_backward.register_fake
+def _(grad, x, weight, need_x, need_weight, need_bias, backend):
+    return (
+        torch.empty_like(x, memory_format=torch.contiguous_format) if need_x else x.new_empty(0),
+        torch.empty_like(weight, memory_format=torch.contiguous_format) if need_weight else x.new_empty(0),
+        weight.new_empty(weight.shape[0]) if need_bias else x.new_empty(0),
+    )
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, backend = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.has_bias = bias is not None
+    ctx.backend = backend
+
+
+def _backward(ctx, grad):
+    x, weight = ctx.saved_tensors
+    need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
+    need_bias = need_bias and ctx.has_bias
+    grad_x, grad_weight, grad_bias = torch.ops.mcmri_fast.conv3x3_backward(
+        grad, x, weight, need_x, need_weight, need_bias, ctx.backend
+    )
+    return grad_x if need_x else None, grad_weight if need_weight else None, grad_bias if need_bias else None, None
+
+
+_conv3x3_fused.register_autograd(_backward, setup_context=_setup_context)

@@ -1,0 +1,172 @@
+"""conv3x3: the Winograd kernel (cpu backend) and torch's convolution (every other fused backend, and the
+cpu backend's inputs the kernel does not take) against F.conv2d, autograd, registration, the module and
+bad inputs."""
+import pytest
+import torch
+
+import mcmri_fast
+from mcmri_fast import reference
+from mcmri_fast.nn import Conv3x3
+from mcmri_fast.ops.conv3x3 import conv3x3, winograd_applies
+
+from fused_backends import FUSED, assert_all_close, require_backend
+
+# (B, C, Co, H, W, bias): odd sizes, C in {8, 64}; 70 columns are two groups of 16 tiles per tile row, so
+# lanes past the right edge and both vector groups run; the last two take torch's convolution on the cpu
+# backend (C < 8; C ≥ 8 but the backward to x has 12 outputs, not a multiple of 8)
+CASES = [
+    (1, 8, 16, 9, 13, True),
+    (2, 64, 64, 17, 23, False),
+    (1, 8, 8, 10, 70, True),
+    (1, 64, 128, 11, 9, True),
+    (2, 3, 5, 7, 6, True),
+    (1, 12, 8, 9, 9, False),
+]
+WINOGRAD_CASES = CASES[:4]
+
+
+def _ids(case):
+    return "x".join(map(str, case[:5])) + ("-bias" if case[5] else "")
+
+
+def _inputs(case, dtype=torch.float32, device="cpu", seed=0):
+    B, C, Co, H, W, bias = case
+    g = torch.Generator().manual_seed(seed)
+
+    def randn(*shape, scale=1.0):
+        return (torch.randn(shape, generator=g, dtype=torch.float64) * scale).to(device=device, dtype=dtype)
+
+    args = (randn(B, C, H, W), randn(Co, C, 3, 3, scale=(9 * C) ** -0.5), randn(Co) if bias else None)
+    return args, randn(B, Co, H, W)
+
+
+def _run(backend, args, grad):
+    args = tuple(None if t is None else t.detach().clone().requires_grad_() for t in args)
+    with mcmri_fast.use_backend(backend):
+        out = conv3x3(*args)
+    present = [t for t in args if t is not None]
+    grads = iter(torch.autograd.grad(out, present, grad))
+    return (out,) + tuple(None if t is None else next(grads) for t in args)
+
+
+def _assert_all_close(got, expected, atol, rtol):
+    assert_all_close(("out", "grad_x", "grad_weight", "grad_bias"), got, expected, atol, rtol)
+
+
+@pytest.mark.parametrize("backend,device", FUSED)
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_fused_matches_reference(backend, device, case):
+    """float32 output and gradients against F.conv2d in float64, and against its float32 backward.
+    Outputs are ~N(0, 1): the Winograd kernel's rounding, ~1e-5 of the largest, is within 1e-4."""
+    require_backend(backend, device)
+    args, grad = _inputs(case, device=device)
+    got = _run(backend, args, grad)
+    _assert_all_close(got, _run("reference", tuple(None if t is None else t.double() for t in args), grad.double()), 1e-4, 1e-4)
+    _assert_all_close(got, _run("reference", args, grad), 1e-4, 1e-4)
+
+
+@pytest.mark.parametrize("case", WINOGRAD_CASES, ids=_ids)
+def test_winograd_kernel_runs_where_it_applies(case):
+    """The cases above that should exercise the kernel do (on CPUs that have it), and its rounding error
+    stays at the size the docs state: below 2e-5 of the output's largest value."""
+    args, grad = _inputs(case, seed=8)
+    x, weight, _ = args
+    if not winograd_applies(x, weight):
+        pytest.skip("the Winograd kernel needs AVX-512 (and ATen's capability allowing it)")
+    out = _run("cpu", args, grad)[0]
+    expected = reference.conv3x3(*(None if t is None else t.double() for t in args))
+    assert (out.double() - expected).abs().max() <= 2e-5 * expected.abs().max()
+    # the backward to x takes the kernel when its outputs (x's channels) are a multiple of 8; float64 never
+    assert winograd_applies(grad, weight.transpose(0, 1)) == (case[1] % 8 == 0)
+    assert not winograd_applies(x.double(), weight.double())
+
+
+@pytest.mark.parametrize("backend,device", FUSED)
+def test_fused_double_precision(backend, device):
+    require_backend(backend, device)
+    args, grad = _inputs(CASES[0], dtype=torch.float64, device=device, seed=1)
+    _assert_all_close(_run(backend, args, grad), _run("reference", args, grad), 1e-12, 1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+def test_half_precision(dtype):
+    args, grad = _inputs(CASES[0], dtype=dtype, seed=2)
+    got = _run("cpu", args, grad)
+    assert all(t.dtype == dtype for t in got)
+    expected = _run("reference", tuple(t.float() for t in args), grad.float())
+    _assert_all_close(got, expected, 5e-2, 5e-2)
+
+
+def test_noncontiguous_and_stride0_gradient():
+    args, _ = _inputs(CASES[1], seed=3)
+    x = args[0].transpose(2, 3).contiguous().transpose(2, 3)  # same values, other strides
+    weight = args[1].permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    grad = torch.ones(1, 1, 1, 1).expand(2, 64, 17, 23)
+    _assert_all_close(_run("cpu", (x, weight, None), grad), _run("reference", args, grad.contiguous()), 1e-4, 1e-4)
+
+
+def test_only_some_gradients():
+    (x, weight, bias), grad = _inputs(CASES[0], seed=4)
+    x.requires_grad_()
+    with mcmri_fast.use_backend("cpu"):
+        (grad_x,) = torch.autograd.grad(conv3x3(x, weight, bias), x, grad)
+    expected = torch.nn.functional.conv_transpose2d(grad, weight, padding=1)
+    torch.testing.assert_close(grad_x, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_gradcheck_and_opcheck():
+    args, _ = _inputs((2, 3, 2, 4, 3, True), dtype=torch.float64, seed=5)
+    args = tuple(t.requires_grad_() for t in args)
+    for backend in ("cpu", "reference"):
+
+        def op(*a):
+            with mcmri_fast.use_backend(backend):
+                return conv3x3(*a)
+
+        assert torch.autograd.gradcheck(op, args), backend
+    for case in (CASES[0], CASES[4]):  # the Winograd kernel and torch's convolution
+        (x, weight, bias), grad = _inputs(case, seed=6)
+        torch.library.opcheck(torch.ops.mcmri_fast.conv3x3, (x, weight, bias, "cpu"))
+        torch.library.opcheck(torch.ops.mcmri_fast.conv3x3_backward, (grad, x, weight, True, True, True, "cpu"))
+
+
+@pytest.mark.parametrize("compile_backend", ["aot_eager", "inductor"])
+def test_compile_fullgraph(compile_backend):
+    (x, weight, bias), grad = _inputs(CASES[0], seed=7)
+    args = tuple(t.requires_grad_() for t in (x, weight, bias))
+    torch._dynamo.reset()
+    compiled = torch.compile(conv3x3, fullgraph=True, backend=compile_backend)
+    with mcmri_fast.use_backend("cpu"):
+        got = compiled(*args)
+    expected = reference.conv3x3(*args)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    for a, b in zip(torch.autograd.grad(got, args, grad), torch.autograd.grad(expected, args, grad)):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_module_matches_its_conv2d_form():
+    """Conv3x3 holds nn.Conv2d's parameters and gives its result; its state dict loads into nn.Conv2d."""
+    torch.manual_seed(0)
+    conv = Conv3x3(8, 16, bias=True)
+    x = torch.randn(2, 8, 12, 11)
+    plain = torch.nn.Conv2d(8, 16, 3, padding=1)
+    plain.load_state_dict(conv.state_dict())
+    torch.testing.assert_close(conv(x), plain(x), atol=1e-4, rtol=1e-4)
+    assert Conv3x3(8, 16, bias=False).bias is None
+
+
+@pytest.mark.parametrize(
+    "args, error, match",
+    [
+        ((torch.zeros(2, 3, 4), torch.zeros(2, 3, 3, 3), None), ValueError, "x must be"),
+        ((torch.zeros(1, 3, 4, 4), torch.zeros(2, 4, 3, 3), None), ValueError, "weight must be"),
+        ((torch.zeros(1, 3, 4, 4), torch.zeros(2, 3, 1, 1), None), ValueError, "weight must be"),
+        ((torch.zeros(1, 3, 4, 4), torch.zeros(2, 3, 3, 3), torch.zeros(3)), ValueError, "bias must be"),
+        ((torch.zeros(1, 3, 4, 4, dtype=torch.long), torch.zeros(2, 3, 3, 3), None), TypeError, "x must be float32"),
+        ((torch.zeros(1, 3, 4, 4), [[0.0] * 3] * 2, None), TypeError, "weight must be a torch.Tensor"),
+        ((torch.zeros(1, 3, 4, 4), torch.zeros(2, 3, 3, 3, device="meta"), None), ValueError, "on x's device"),
+    ],
+)
+def test_bad_inputs(args, error, match):
+    with pytest.raises(error, match=match):
+        conv3x3(*args)
