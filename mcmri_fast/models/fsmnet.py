@@ -20,15 +20,20 @@ Size: 13,799,848 parameters at the paper's setting (the authors' code builds 14,
 second attention per FS-fusion that its forward never calls, left out here), about 159 GMACs at
 240 × 240 (convolutions and matrix products; `tests/test_fsmnet.py` counts both). The fused path computes
 151 of them: each DownSample's conv3×3 → unshuffle → conv1×1 (40 multiply-adds per pixel and channel
-pair) runs as one 4×4 convolution of stride 2 (16), 7.4 GMACs fewer in its 12 DownSamples.
+pair) runs as one 4×4 convolution of stride 2 (16), 7.4 GMACs fewer in its 12 DownSamples. 136.2 of
+the 151 are 3×3 convolutions that the cpu backend computes by Winograd's F(4×4, 3×3) (`ops.conv3x3`), whose
+products take a quarter of them (34.0) besides its transforms.
 
 Fused ops: the frequency blocks run `ops.spectrum_to_polar`, `ops.polar_to_spectrum` and
 `ops.frequency_epilogue`, the FS-fusions `ops.depthwise_channel_attention` (the attention with its
 depthwise projections, which it recomputes in backward rather than keep), every fusion
 `ops.gated_fusion`, the heads, tails, residual groups and up-samplings `ops.prelu`, the DownSamples
 `ops.unshuffle_downsample` (the composed strided convolution), the 1×1 convolutions of the attentions,
-the frequency blocks (before the FFT) and the up-samplings `ops.conv1x1` (matrix products on the planes). Under `mcmri_fast.use_backend("reference")` the same network runs on the
-pure-PyTorch references.
+the frequency blocks (before the FFT) and the up-samplings `ops.conv1x1` (matrix products on the planes),
+the dense 3×3 convolutions `ops.conv3x3` (`nn.Conv3x3`; on the cpu backend Winograd's F(4×4, 3×3), which
+takes 4× fewer multiply-adds than the direct convolution, for all but those of the heads and tails, whose
+one input or output channel is left to torch's). Under `mcmri_fast.use_backend("reference")` the same
+network runs on the pure-PyTorch references.
 
 Training (the paper): L1(img_out) + L1(img_fre) + 0.01·(L1 of |rfft2| + L1 of angle(rfft2)) of img_fre
 against the target; AdamW (lr 1e-4, weight decay 1e-4), batch 4, 100k iterations with the rate halved

@@ -22,6 +22,7 @@ import torch
 from .. import reference
 from ..backends import select_backend
 from ._checks import promoted_float_dtype
+from ._weighted_autograd import backward_fake, register_autograd
 
 __all__ = ["conv1x1"]
 
@@ -147,28 +148,7 @@ def _conv1x1_fused_backward(
 
 @_conv1x1_fused_backward.register_fake
 def _(grad, x, weight, need_x, need_weight, need_bias, backend):
-    return (
-        torch.empty_like(x, memory_format=torch.contiguous_format) if need_x else x.new_empty(0),
-        torch.empty_like(weight, memory_format=torch.contiguous_format) if need_weight else x.new_empty(0),
-        weight.new_empty(weight.shape[0]) if need_bias else x.new_empty(0),
-    )
+    return backward_fake(x, weight, need_x, need_weight, need_bias)
 
 
-def _setup_context(ctx, inputs, output):
-    x, weight, bias, backend = inputs
-    ctx.save_for_backward(x, weight)
-    ctx.has_bias = bias is not None
-    ctx.backend = backend
-
-
-def _backward(ctx, grad):
-    x, weight = ctx.saved_tensors
-    need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
-    need_bias = need_bias and ctx.has_bias
-    grad_x, grad_weight, grad_bias = torch.ops.mcmri_fast.conv1x1_backward(
-        grad, x, weight, need_x, need_weight, need_bias, ctx.backend
-    )
-    return grad_x if need_x else None, grad_weight if need_weight else None, grad_bias if need_bias else None, None
-
-
-_conv1x1_fused.register_autograd(_backward, setup_context=_setup_context)
+register_autograd(_conv1x1_fused, _conv1x1_fused_backward)
