@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <memory>
+#include <new>
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,fma")
@@ -244,6 +245,7 @@ void forward(const Problem& p, int64_t begin, int64_t end) {
   };
   const std::unique_ptr<float, Free> V(static_cast<float*>(std::aligned_alloc(64, sizeof(float) * 36 * p.Cin * TB)));
   const std::unique_ptr<float, Free> M(static_cast<float*>(std::aligned_alloc(64, sizeof(float) * 36 * CO * TB)));
+  if (V == nullptr || M == nullptr) throw std::bad_alloc();
   for (int64_t item = begin; item < end; ++item) {
     const int64_t b = item / nblocks, first_group = (item % nblocks) * NG;
     Group groups[NG];
