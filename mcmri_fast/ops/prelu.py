@@ -20,10 +20,9 @@ import torch
 
 from .. import reference
 from ..backends import select_backend
+from ._checks import promoted_float_dtype
 
 __all__ = ["prelu"]
-
-_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -59,18 +58,11 @@ def _select(device: torch.device) -> str:
 
 def _validate(x, weight):
     """Checks the arguments; returns x and weight in their promoted dtype."""
-    for name, t in (("x", x), ("weight", weight)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dtype not in _DTYPES:
-            raise TypeError(f"{name} must be float32, float64, float16 or bfloat16, got dtype {t.dtype}")
+    dtype = promoted_float_dtype({"x": x, "weight": weight})
     if x.dim() < 2:
         raise ValueError(f"x must be [B, C, *spatial], got shape {tuple(x.shape)}")
     if tuple(weight.shape) not in ((1,), (x.shape[1],)):
         raise ValueError(f"weight must be [1] or [C] = [{x.shape[1]}] (x's channels), got shape {tuple(weight.shape)}")
-    if weight.device != x.device:
-        raise ValueError(f"weight must be on x's device {x.device}, got {weight.device}")
-    dtype = torch.promote_types(x.dtype, weight.dtype)
     return x.to(dtype), weight.to(dtype)
 
 
