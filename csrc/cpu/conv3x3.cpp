@@ -5,9 +5,6 @@
 #include "conv3x3.h"
 
 #include <ATen/Parallel.h>
-#include <ATen/Version.h>
-
-#include <string>
 
 #include "conv3x3_winograd.h"
 
@@ -26,14 +23,7 @@ void check_args(const char* op, const at::Tensor& x, const at::Tensor& weight, c
   }
 }
 
-#ifdef MCMRI_CPU_WINOGRAD_BUILD
-// The CPU has AVX-512F and ATen's capability allows it (ATEN_CPU_CAPABILITY=avx2 or default turns the
-// kernel off, as it does ATen's own AVX-512 code).
-bool winograd_cpu() {
-  static const bool avx512 = at::get_cpu_capability() == "AVX512" && __builtin_cpu_supports("avx512f");
-  return avx512;
-}
-
+#ifdef MCMRI_CPU_AVX512_BUILD
 // y = x ⋆ w (+ bias) by the Winograd kernel; rotated: by the kernels of the backward to x instead.
 at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& weight, bool rotated, const at::Tensor* bias) {
   const auto x_c = x.contiguous();
@@ -65,9 +55,9 @@ at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& weight, bool rot
 
 // Whether the Winograd kernel computes x ⋆ w with `outputs` output channels.
 bool winograd_applies(const at::Tensor& x, int64_t outputs) {
-#ifdef MCMRI_CPU_WINOGRAD_BUILD
+#ifdef MCMRI_CPU_AVX512_BUILD
   // Below 8 input channels or 8 pixels a side the transforms outweigh the saved multiply-adds.
-  return winograd_cpu() && x.scalar_type() == at::kFloat && outputs % winograd::kOutputsPerPack == 0 &&
+  return use_avx512_kernels() && x.scalar_type() == at::kFloat && outputs % winograd::kOutputsPerPack == 0 &&
          x.size(1) >= 8 && x.size(2) >= 8 && x.size(3) >= 8;
 #else
   (void)x, (void)outputs;
@@ -83,7 +73,7 @@ bool conv3x3_winograd_applies(const at::Tensor& x, const at::Tensor& weight) {
 
 at::Tensor conv3x3_fwd(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
   check_args("conv3x3_fwd", x, weight, bias ? &*bias : nullptr);
-#ifdef MCMRI_CPU_WINOGRAD_BUILD
+#ifdef MCMRI_CPU_AVX512_BUILD
   if (winograd_applies(x, weight.size(0))) return winograd_conv(x, weight, false, bias ? &*bias : nullptr);
 #endif
   return at::conv2d(x, weight, bias, 1, 1).contiguous();
@@ -98,7 +88,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv3x3_bwd(const at::Tensor& gra
               "conv3x3_bwd: grad must be [B, Co, H, W] of x's dtype, got ", grad.sizes(), " ", grad.scalar_type());
   at::Tensor grad_x = x.new_empty(0), grad_weight = x.new_empty(0), grad_bias = x.new_empty(0);
   bool torch_x = need_x;
-#ifdef MCMRI_CPU_WINOGRAD_BUILD
+#ifdef MCMRI_CPU_AVX512_BUILD
   if (need_x && winograd_applies(grad, x.size(1))) {
     grad_x = winograd_conv(grad, weight, true, nullptr);
     torch_x = false;

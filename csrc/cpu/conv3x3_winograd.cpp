@@ -11,7 +11,7 @@
 // of the output's largest value at Cin = 64 (tests/test_conv3x3.py).
 #include "conv3x3_winograd.h"
 
-#ifdef MCMRI_CPU_WINOGRAD_BUILD
+#ifdef MCMRI_CPU_AVX512_BUILD
 #include <immintrin.h>
 
 #include <algorithm>
@@ -102,12 +102,10 @@ inline void input_transform(const float* plane, const Geometry& g, const Group& 
     for (int p = 0; p < 36; ++p) _mm512_store_ps(V + p * vstride_p, _mm512_setzero_ps());
     return;
   }
-  __m512i idx[4];
-  for (int q = 0; q < 4; ++q) {
-    alignas(64) int32_t lanes[16];
-    for (int l = 0; l < 16; ++l) lanes[l] = q + 4 * (l % 8);
-    idx[q] = _mm512_load_si512(lanes);
-  }
+  // lane l picks element q + 4·(l mod 8) of its pair of vectors (see phase)
+  const __m512i stride4 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
+  const __m512i idx[4] = {stride4, _mm512_add_epi32(stride4, _mm512_set1_epi32(1)),
+                          _mm512_add_epi32(stride4, _mm512_set1_epi32(2)), _mm512_add_epi32(stride4, _mm512_set1_epi32(3))};
   for (int r = 0; r < 6; ++r) {
     const int64_t y = 4 * gr.ty - 1 + r;
     __m512 d[6];
@@ -138,9 +136,8 @@ inline void input_transform(const float* plane, const Geometry& g, const Group& 
 
 // interleaves a (even lanes) and b (odd lanes): the lower (hi = false) or upper 8 lanes of each
 inline __m512 zip(__m512 a, __m512 b, bool hi) {
-  alignas(64) int32_t lanes[16];
-  for (int l = 0; l < 16; ++l) lanes[l] = (hi ? 8 : 0) + l / 2 + (l % 2) * 16;
-  return _mm512_permutex2var_ps(a, _mm512_load_si512(lanes), b);
+  const __m512i lower = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  return _mm512_permutex2var_ps(a, hi ? _mm512_add_epi32(lower, _mm512_set1_epi32(8)) : lower, b);
 }
 
 // M[p][r][t] (36 × CO × TB) → the CO output planes, for the 16 tiles of group k
@@ -267,4 +264,4 @@ void forward(const Problem& p, int64_t begin, int64_t end) {
 }  // namespace mcmri_fast::cpu::winograd
 
 #pragma GCC pop_options
-#endif  // MCMRI_CPU_WINOGRAD_BUILD
+#endif  // MCMRI_CPU_AVX512_BUILD

@@ -3,9 +3,7 @@
 #pragma once
 #include <cstdint>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define MCMRI_CPU_WINOGRAD_BUILD 1
-#endif
+#include "cpu_isa.h"
 
 namespace mcmri_fast::cpu::winograd {
 
@@ -22,7 +20,7 @@ struct Problem {
   float* y;           // [B, Cout, H, W], contiguous
 };
 
-#ifdef MCMRI_CPU_WINOGRAD_BUILD
+#ifdef MCMRI_CPU_AVX512_BUILD
 // Writes packs [pack_begin, pack_end) of U from the 3×3 kernels w [Cout_w, Cin_w, 3, 3] (contiguous):
 // the convolution's own (outputs = Cout_w) or, rotated, those of its backward to x (the kernels turned
 // by 180° with inputs and outputs swapped: outputs = Cin_w).

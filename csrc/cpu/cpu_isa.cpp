@@ -1,4 +1,4 @@
-// The run-time choice between the baseline and the AVX2 builds of the CPU kernels (see cpu_isa.h).
+// The run-time choice between the baseline, AVX2 and AVX-512 code of the CPU kernels (see cpu_isa.h).
 #include "cpu_isa.h"
 
 #ifdef MCMRI_CPU_AVX2_BUILD
@@ -16,6 +16,13 @@ bool use_avx2_kernels() {
   }();
   return avx2;
 }
+
+#ifdef MCMRI_CPU_AVX512_BUILD
+bool use_avx512_kernels() {
+  static const bool avx512 = at::get_cpu_capability() == "AVX512" && __builtin_cpu_supports("avx512f");
+  return avx512;
+}
+#endif
 
 }  // namespace mcmri_fast::cpu
 #endif

@@ -14,6 +14,9 @@
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define MCMRI_CPU_AVX2_BUILD 1
+// The AVX-512 code (the Winograd kernel of conv3x3_winograd.cpp, raw intrinsics under a target pragma)
+// has the same requirement.
+#define MCMRI_CPU_AVX512_BUILD 1
 #endif
 
 namespace mcmri_fast::cpu {
@@ -23,6 +26,12 @@ namespace mcmri_fast::cpu {
 // CPU capability allows AVX2 (it honours ATEN_CPU_CAPABILITY, so ATEN_CPU_CAPABILITY=default forces
 // the baseline build, e.g. to test it).
 bool use_avx2_kernels();
+#endif
+
+#ifdef MCMRI_CPU_AVX512_BUILD
+// Whether to run AVX-512 code: the CPU has AVX-512F and ATen's CPU capability is AVX512
+// (ATEN_CPU_CAPABILITY=avx2 or default turns it off, as it does ATen's own AVX-512 kernels).
+bool use_avx512_kernels();
 #endif
 
 }  // namespace mcmri_fast::cpu

@@ -11,8 +11,8 @@ How the cpu backend computes it: Winograd's minimal filtering F(4×4, 3×3) in A
 (csrc/cpu/conv3x3_winograd.cpp), for the forward and for the backward to x (the same convolution with
 the rotated kernels): 4× fewer multiply-adds than the direct convolution, plus transforms of the input
 and output tiles. oneDNN's direct convolution runs within 20-30% of this CPU's peak, so only fewer
-multiply-adds make it faster: fwd at 1×64×240², 64 → 64, 7.4 ms against 13 ms (BENCHMARKS.md). The
-weight's and bias's gradients are torch's (oneDNN). The kernel runs for float32 on CPUs with AVX-512
+multiply-adds make it faster: at 1×64×240², 64 → 64, fwd 6.7 ms against 12.5 ms and fwd+bwd 25.8 ms
+against 39.3 ms (BENCHMARKS.md). The weight's and bias's gradients are torch's (oneDNN). The kernel runs for float32 on CPUs with AVX-512
 (and ATen's capability allowing it), Co a multiple of 8, C ≥ 8 and planes at least 8 × 8; other
 inputs take torch's convolution inside the same op. Rounding: Winograd's transforms have coefficients up
 to 8, so the result's error is ~20× the direct convolution's, ~1e-5 of the output's largest value at
