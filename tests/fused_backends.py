@@ -3,6 +3,7 @@ run here (no GPU, no Triton)."""
 import pytest
 import torch
 
+import mcmri_fast
 from mcmri_fast.backends import backend_status
 
 FUSED = [
@@ -28,3 +29,13 @@ def assert_all_close(names, got, expected, atol, rtol):
             assert x is None, name
             continue
         torch.testing.assert_close(x, y.to(x.dtype), atol=atol, rtol=rtol, msg=lambda m: f"{name}: {m}")
+
+
+def output_and_gradients(op, backend, args, grad):
+    """op(*args) on `backend` and the gradients of ⟨output, grad⟩ to its tensor arguments (fresh leaves):
+    (out, *grads), None in place of an argument that is None (an absent bias)."""
+    args = tuple(None if t is None else t.detach().clone().requires_grad_() for t in args)
+    with mcmri_fast.use_backend(backend):
+        out = op(*args)
+    grads = iter(torch.autograd.grad(out, [t for t in args if t is not None], grad))
+    return (out,) + tuple(None if t is None else next(grads) for t in args)

@@ -9,7 +9,7 @@ from mcmri_fast.backends import BackendUnavailableError, backend_status
 from mcmri_fast.nn import ChannelAttention, UpSample
 from mcmri_fast.ops.conv1x1 import conv1x1
 
-from fused_backends import FUSED, assert_all_close, require_backend
+from fused_backends import FUSED, assert_all_close, output_and_gradients, require_backend
 
 # (B, C, Co, H, W, bias): odd sizes, C in {8, 64}, batch 1 (no stacking) and above, Co < C and > C
 CASES = [(1, 8, 16, 7, 9, True), (3, 64, 64, 5, 3, False), (2, 8, 3, 11, 1, True), (1, 64, 128, 13, 6, False)]
@@ -27,12 +27,7 @@ def _inputs(case, dtype=torch.float32, device="cpu", seed=0):
 
 
 def _run(backend, args, grad):
-    args = tuple(None if t is None else t.detach().clone().requires_grad_() for t in args)
-    with mcmri_fast.use_backend(backend):
-        out = conv1x1(*args)
-    present = [t for t in args if t is not None]
-    grads = iter(torch.autograd.grad(out, present, grad))
-    return (out,) + tuple(None if t is None else next(grads) for t in args)
+    return output_and_gradients(conv1x1, backend, args, grad)
 
 
 def _assert_all_close(got, expected, atol, rtol):

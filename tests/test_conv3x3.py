@@ -9,7 +9,7 @@ from mcmri_fast import reference
 from mcmri_fast.nn import Conv3x3
 from mcmri_fast.ops.conv3x3 import conv3x3, winograd_applies
 
-from fused_backends import FUSED, assert_all_close, require_backend
+from fused_backends import FUSED, assert_all_close, output_and_gradients, require_backend
 
 # (B, C, Co, H, W, bias): odd sizes, C in {8, 64}; 70 columns are two groups of 16 tiles per tile row, so
 # lanes past the right edge and both vector groups run; the last two take torch's convolution on the cpu
@@ -41,12 +41,7 @@ def _inputs(case, dtype=torch.float32, device="cpu", seed=0):
 
 
 def _run(backend, args, grad):
-    args = tuple(None if t is None else t.detach().clone().requires_grad_() for t in args)
-    with mcmri_fast.use_backend(backend):
-        out = conv3x3(*args)
-    present = [t for t in args if t is not None]
-    grads = iter(torch.autograd.grad(out, present, grad))
-    return (out,) + tuple(None if t is None else next(grads) for t in args)
+    return output_and_gradients(conv3x3, backend, args, grad)
 
 
 def _assert_all_close(got, expected, atol, rtol):

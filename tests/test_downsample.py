@@ -10,7 +10,7 @@ from mcmri_fast.backends import BackendUnavailableError, backend_status
 from mcmri_fast.nn import DownSample
 from mcmri_fast.ops.downsample import unshuffle_downsample
 
-from fused_backends import FUSED, assert_all_close, require_backend
+from fused_backends import FUSED, assert_all_close, output_and_gradients, require_backend
 
 # (B, Ci, C, Co, k, factor, H, W, biases): odd sizes (H, W odd multiples of the factor), C in {8, 64},
 # FSMNet's setting (64 → 64, k = 3, factor 2, no bias), other kernels, factors and channel counts.
@@ -45,15 +45,13 @@ def _inputs(case, dtype=torch.float32, device="cpu", seed=0):
 
 def _run(backend, case, args, grad):
     """Output and gradients to every tensor argument (None for an absent bias) of one backend."""
-    args = tuple(None if t is None else t.detach().clone().requires_grad_() for t in args)
-    x, conv_weight, project_weight, conv_bias, project_bias = args
-    with mcmri_fast.use_backend(backend):
-        out = unshuffle_downsample(
+
+    def op(x, conv_weight, project_weight, conv_bias, project_bias):
+        return unshuffle_downsample(
             x, conv_weight, project_weight, factor=case[5], conv_bias=conv_bias, project_bias=project_bias
         )
-    present = [t for t in args if t is not None]
-    grads = iter(torch.autograd.grad(out, present, grad))
-    return (out,) + tuple(None if t is None else next(grads) for t in args)
+
+    return output_and_gradients(op, backend, args, grad)
 
 
 def _assert_all_close(got, expected, atol, rtol):
