@@ -9,6 +9,7 @@ Install with `pip install --no-build-isolation -e .` so the extension builds aga
 """
 import glob
 import os
+import sys
 
 from setuptools import setup
 
@@ -47,7 +48,32 @@ def _extensions():
         ext = cpp_extension.CppExtension(
             "mcmri_fast._C", sources, extra_compile_args={"cxx": cxx_flags}, extra_link_args=["-fopenmp"]
         )
-    return [ext], {"build_ext": cpp_extension.BuildExtension}
+    return [ext], {"build_ext": _build_ext_class(cpp_extension.BuildExtension, torch.__version__, with_cuda)}
+
+
+def _build_ext_class(base, torch_version: str, with_cuda: bool):
+    """torch's BuildExtension with two changes: a faster build, and rebuilds that reuse its objects.
+
+    - The objects go to build/<python>-torch<version>[-cuda]/ in the source tree, where the next build
+      finds them: pip's editable install otherwise compiles in a fresh temporary folder each time, so the
+      README's second command rebuilt everything the first had built. ninja (torch's default) then
+      recompiles only what changed, tracking headers too.
+    - No -g: Python's own CFLAGS add debug information, which made each file's compile 1.5× slower and
+      its object 40× larger (csrc/cpu/frequency.cpp: 52 s against 34 s, 18 MB against 0.5 MB, with
+      torch/extension.h), for no use in a release build.
+    """
+
+    class BuildExtension(base):
+        def finalize_options(self):
+            super().finalize_options()
+            tag = f"py{sys.version_info.major}{sys.version_info.minor}-torch{torch_version}" + ("-cuda" if with_cuda else "")
+            self.build_temp = os.path.join(ROOT, "build", tag)
+
+        def build_extensions(self):
+            self.compiler.set_executable("compiler_so", [f for f in self.compiler.compiler_so if f != "-g"])
+            super().build_extensions()
+
+    return BuildExtension
 
 
 ext_modules, cmdclass = _extensions()

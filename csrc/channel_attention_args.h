@@ -2,7 +2,7 @@
 // validates what users pass; these checks keep a kernel from reading out of bounds whatever it is
 // called with. Every N-sized operand is a contiguous [BH, d, N] block of rows (BH = batch x heads).
 #pragma once
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 
 namespace mcmri_fast {
 

@@ -3,7 +3,7 @@
 // [BH, d, N] block of rows: head h of sample b is block b * heads + h, its d channels over N pixels.
 // Tiny per-head operands are contiguous, in the accumulation dtype (float64 for float64 inputs, float32
 // otherwise); outputs of size N are in the input dtype.
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include "cpu/channel_attention.h"

@@ -1,6 +1,6 @@
 // Schemas of the dense 3×3 convolution's kernels and the registration of their CPU implementation (the
 // public op and its autograd are in mcmri_fast/ops/conv3x3.py; CUDA tensors take cuDNN's convolution).
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include "cpu/conv3x3.h"

@@ -3,7 +3,7 @@
 // called with. Strides are in elements (complex elements for complex tensors); a tensor's own sizes
 // and strides always stay inside its storage, so indexing through them is safe.
 #pragma once
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 
 namespace mcmri_fast {
 

@@ -2,7 +2,7 @@
 // validates what users pass and promotes the dtypes; these checks keep a kernel from reading out of
 // bounds whatever it is called with.
 #pragma once
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 
 #include <optional>
 

@@ -1,6 +1,6 @@
 // Schemas of the depthwise 3×3 convolution's kernels and the registration of their CPU and CUDA
 // implementations (the public op and its autograd are in mcmri_fast/ops/depthwise_conv.py).
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include "cpu/depthwise_conv.h"

@@ -2,7 +2,7 @@
 // CUDA implementations. The Python API validates what users pass and brings the inputs to these forms;
 // these checks keep a kernel from reading out of bounds whatever it is called with.
 #pragma once
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 
 #include "frequency_bins.h"
 

@@ -1,7 +1,7 @@
 // Schemas of the frequency-branch ops (FSMNet's FreBlock; see mcmri_fast/ops/frequency.py) and the
 // registration of their CPU and CUDA implementations. All tensors of one call share a device and a
 // precision (float32 / complex64 or float64 / complex128); any strides are accepted (made contiguous).
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include "cpu/frequency.h"

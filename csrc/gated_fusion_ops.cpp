@@ -1,6 +1,6 @@
 // Schemas of the gated-fusion kernels and the registration of their CPU and CUDA implementations
 // (the public op and its autograd are in mcmri_fast/ops/gated_fusion.py).
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include "cpu/gated_fusion.h"

@@ -1,6 +1,6 @@
 // Schemas of the PReLU kernels and the registration of their CPU and CUDA implementations (the public
 // op and its autograd are in mcmri_fast/ops/prelu.py).
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include "cpu/prelu.h"

@@ -25,7 +25,7 @@ def native_loaded() -> bool:
 
 def native_cuda_built() -> bool:
     """True when the extension was compiled with its CUDA kernels."""
-    return _C is not None and bool(_C.built_with_cuda())
+    return _C is not None and bool(torch.ops.mcmri_fast.built_with_cuda())
 
 
 def native_cuda_version() -> str | None:

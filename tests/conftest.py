@@ -36,13 +36,13 @@ def one_thread():
 @pytest.fixture
 def run_on_baseline_cpu_kernels(tmp_path):
     """run(script): runs a Python script in a fresh process on the baseline (non-AVX2) build of the CPU
-    kernels, which ATen's CPU capability selects on CPUs without AVX2 (forced with
-    ATEN_CPU_CAPABILITY=default: the choice is made once per process); fails the test if it fails."""
+    kernels, which CPUs without AVX2 run (forced with MCMRI_FAST_CPU_ISA=baseline, and ATen's capability
+    with it: the choice is made once per process); fails the test if it fails."""
 
     def run(script: str) -> None:
         path = tmp_path / "baseline_check.py"
         path.write_text(script)
-        env = dict(os.environ, ATEN_CPU_CAPABILITY="default", OMP_NUM_THREADS="1")
+        env = dict(os.environ, MCMRI_FAST_CPU_ISA="baseline", ATEN_CPU_CAPABILITY="default", OMP_NUM_THREADS="1")
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
         result = subprocess.run([sys.executable, str(path)], env=env, capture_output=True, text=True, timeout=120)

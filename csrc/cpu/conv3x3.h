@@ -1,6 +1,6 @@
 // CPU implementation of the dense 3×3 convolution ops (schemas in csrc/conv3x3_ops.cpp).
 #pragma once
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 
 #include <optional>
 #include <tuple>

@@ -21,17 +21,26 @@
 
 namespace mcmri_fast::cpu {
 
+// The instruction sets the library's own kernels are built for, in increasing order.
+enum class KernelIsa { baseline = 0, avx2 = 1, avx512 = 2 };
+
+// The instruction set the kernels run on in this process, decided once: the highest one that the CPU
+// has, this build has (AVX2 and AVX-512 only with GCC on x86-64) and the cap allows. The cap is
+// MCMRI_FAST_CPU_ISA (baseline, avx2 or avx512) where it is set, else ATen's CPU capability (which
+// honours ATEN_CPU_CAPABILITY), so capping ATen caps these kernels too. A bad MCMRI_FAST_CPU_ISA raises.
+KernelIsa kernel_isa();
+// Its name: "baseline", "avx2" or "avx512".
+const char* kernel_isa_name();
+
 #ifdef MCMRI_CPU_AVX2_BUILD
-// Whether to run the AVX2 build: the CPU has AVX2, FMA and F16C (the float16 conversions) and ATen's
-// CPU capability allows AVX2 (it honours ATEN_CPU_CAPABILITY, so ATEN_CPU_CAPABILITY=default forces
-// the baseline build, e.g. to test it).
-bool use_avx2_kernels();
+// Whether to run the AVX2 build: kernel_isa() is AVX2 or above (the CPU then has AVX2, FMA and F16C,
+// the float16 conversions).
+inline bool use_avx2_kernels() { return kernel_isa() >= KernelIsa::avx2; }
 #endif
 
 #ifdef MCMRI_CPU_AVX512_BUILD
-// Whether to run AVX-512 code: the CPU has AVX-512F and ATen's CPU capability is AVX512
-// (ATEN_CPU_CAPABILITY=avx2 or default turns it off, as it does ATen's own AVX-512 kernels).
-bool use_avx512_kernels();
+// Whether to run AVX-512 code: kernel_isa() is AVX-512 (the CPU has AVX-512F).
+inline bool use_avx512_kernels() { return kernel_isa() >= KernelIsa::avx512; }
 #endif
 
 }  // namespace mcmri_fast::cpu

@@ -1,5 +1,5 @@
 #pragma once
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 
 namespace mcmri_fast::cpu {
 

@@ -1,5 +1,5 @@
 #pragma once
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 
 // CPU implementations of the frequency-branch ops (schemas in csrc/frequency_ops.cpp).
 namespace mcmri_fast::cpu {

@@ -1,5 +1,5 @@
 #pragma once
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 
 #include <optional>
 #include <tuple>

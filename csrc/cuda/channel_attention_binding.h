@@ -2,7 +2,7 @@
 // under the CUDA dispatch key). Same contract as the CPU ones in csrc/cpu/channel_attention.h; the
 // kernels are in channel_attention.cu.
 #pragma once
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 
 #include <tuple>
 

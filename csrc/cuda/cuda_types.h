@@ -2,7 +2,7 @@
 // precision: c10::Half and c10::BFloat16 have the layout of __half and __nv_bfloat16. cuda_ptr /
 // cuda_cptr give a tensor's data as that type; vec_ptr / vec_cptr a complex tensor's as float2 / double2.
 #pragma once
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>

@@ -1,7 +1,7 @@
 // CUDA implementations of the dc_blend_ ops (registered in csrc/ops.cpp under the CUDA dispatch key).
 // Same contract as the CPU ones in csrc/cpu/data_consistency.h; the kernels are in data_consistency.cu.
 #pragma once
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 
 namespace mcmri_fast::cuda {
 

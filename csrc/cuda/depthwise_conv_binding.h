@@ -2,7 +2,7 @@
 // CUDA dispatch key). Same contract as the CPU ones in csrc/cpu/depthwise_conv.h; the kernels are in
 // depthwise_conv.cu.
 #pragma once
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 
 #include <optional>
 #include <tuple>

@@ -2,7 +2,7 @@
 // dispatch key). Same contract as the CPU ones in csrc/cpu/frequency.h; the pointwise kernels are in
 // frequency.cu, the epilogue's GEMMs are ATen's (cuBLAS).
 #pragma once
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 
 namespace mcmri_fast::cuda {
 

@@ -1,7 +1,7 @@
 // CUDA implementations of the gated_fusion_ ops (registered in csrc/gated_fusion_ops.cpp under the CUDA
 // dispatch key). Same contract as the CPU ones in csrc/cpu/gated_fusion.h; the kernels are in gated_fusion.cu.
 #pragma once
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 
 #include <optional>
 #include <tuple>

@@ -1,7 +1,7 @@
 // CUDA implementations of the prelu_ ops (registered in csrc/prelu_ops.cpp under the CUDA dispatch key).
 // Same contract as the CPU ones in csrc/cpu/prelu.h; the kernels are in prelu.cu.
 #pragma once
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 
 #include <tuple>
 

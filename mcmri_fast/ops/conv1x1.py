@@ -6,16 +6,18 @@ attention (q, kv, out), frequency blocks (the conv before the FFT) and up-sampli
 
 The reference implementation is `mcmri_fast.reference.conv1x1` (`F.conv2d` with a 1×1 kernel).
 
-How the fused backends compute it: no custom kernel, the fastest library GEMM for the layout. On the
-CPU (float32, bfloat16) oneDNN's matrix product (`torch.ops.mkldnn._linear_pointwise`, the op Inductor
-lowers linear layers to), which reads x[b] as the transpose of its [H·W, C] operand in place: oneDNN's
-1×1 convolution instead reorders every NCHW map to its blocked layout and back, and ATen's matmul is
-MKL's, which runs its AVX2 code on AMD CPUs. fwd+bwd at 1×64×240², 64 → 64: 4.8 ms against 9.6 ms
-for `F.conv2d` (BENCHMARKS.md). Other dtypes, and CUDA tensors (cuBLAS), use `torch.matmul`. At B > 1
-each sample is one product and the outputs are stacked (one copy). Results agree with `F.conv2d` to
-float32 rounding (another summation order in the weight's gradient).
+How the fused backends compute it: no custom kernel, the fastest library GEMM for the layout. On the CPU
+(float32, and bfloat16 where oneDNN has it: AVX-512 CPUs, see `onednn_supports`) oneDNN's matrix product
+(`torch.ops.mkldnn._linear_pointwise`, the op Inductor lowers linear layers to), which reads x[b] as the
+transpose of its [H·W, C] operand in place: oneDNN's 1×1 convolution instead reorders every NCHW map to
+its blocked layout and back, and ATen's matmul is MKL's, which runs its AVX2 code on AMD CPUs. fwd+bwd
+at 1×64×240², 64 → 64: 4.8 ms against 9.6 ms for `F.conv2d` (BENCHMARKS.md). Other dtypes, and CUDA
+tensors (cuBLAS), use `torch.matmul`. At B > 1 each sample is one product and the outputs are stacked
+(one copy). Results agree with `F.conv2d` to float32 rounding (another summation order in the weight's
+gradient).
 """
 import functools
+import logging
 
 import torch
 
@@ -24,7 +26,9 @@ from ..backends import select_backend
 from ._checks import promoted_float_dtype
 from ._weighted_autograd import backward_fake, register_autograd
 
-__all__ = ["conv1x1"]
+__all__ = ["conv1x1", "onednn_supports"]
+
+logger = logging.getLogger(__name__)
 
 _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 
@@ -79,13 +83,28 @@ def _validate(x, weight, bias):
 
 
 @functools.lru_cache(maxsize=None)
-def _onednn_available() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+def onednn_supports(dtype: torch.dtype) -> bool:
+    """Whether oneDNN's matrix product runs `dtype` on this CPU, decided once per process and dtype.
+
+    oneDNN has no bfloat16 inner product below AVX-512 (AVX2-only CPUs, or its ISA capped with
+    ONEDNN_MAX_CPU_ISA), and it says so only by failing to create the primitive; so one tiny product is
+    tried here, once, and the other dtypes and ISAs take `torch.matmul`.
+    """
+    if dtype not in _ONEDNN_DTYPES or not torch.backends.mkldnn.is_available():
+        return False
+    if not hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+        return False
+    try:
+        _linear(torch.ones(2, 8, dtype=dtype), torch.ones(8, 8, dtype=dtype))
+    except RuntimeError as exc:
+        logger.debug("conv1x1: oneDNN cannot run %s products on this CPU (%s); using torch.matmul", dtype, exc)
+        return False
+    return True
 
 
 def _onednn(a: torch.Tensor, backend: str) -> bool:
     """Whether the cpu backend's products of `a` go to oneDNN (else `torch.matmul`: MKL, cuBLAS)."""
-    return backend == "cpu" and a.dtype in _ONEDNN_DTYPES and _onednn_available()
+    return backend == "cpu" and onednn_supports(a.dtype)
 
 
 def _linear(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
