@@ -164,6 +164,7 @@ def _info(args, parser=None) -> int:
         print(f"native     mcmri_fast._C loaded, built {cuda}", file=out)
     else:
         print(f"native     mcmri_fast._C not loaded: {_native.load_error}", file=out)
+    _print_cpu_paths(out)
 
     try:
         forced = forced_backend()
@@ -196,6 +197,24 @@ def _info(args, parser=None) -> int:
     for name in models.model_names():
         print(f"  {name:<{width}}  {models.get_model_spec(name).description}", file=out)
     return 0
+
+
+def _print_cpu_paths(out) -> None:
+    """The CPU's instruction sets as each layer uses them, and each op's cpu path on this machine."""
+    from . import cpu_isa
+
+    switches = ", ".join(f"{k}={v}" for k, v in cpu_isa.isa_switches().items() if v is not None) or "none set"
+    try:
+        kernels = cpu_isa.kernel_isa() or "none (no native extension)"
+    except ValueError as exc:  # a bad MCMRI_FAST_CPU_ISA: say so, the rest of info still prints
+        print(f"cpu isa    {exc}", file=out)
+        return
+    print(f"cpu isa    mcmri_fast kernels: {kernels}; ATen: {cpu_isa.aten_capability()}; caps: {switches}", file=out)
+    print("cpu paths  (float32 unless stated)", file=out)
+    paths = cpu_isa.cpu_fast_paths()
+    width = max(len(op) for op, _ in paths)
+    for op, path in paths:
+        print(f"  {op:<{width}}  {path}", file=out)
 
 
 # ---------------------------------------------------------------------------------------------------
