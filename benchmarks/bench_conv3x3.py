@@ -6,12 +6,14 @@ the half spectrum (120 × 61); "small" = CI smoke sizes. A shape id is the input
 channels appended (BxCxHxWxCo). Modes: "fwd" under torch.no_grad, "fwd+bwd" backpropagates a fixed
 random gradient to x and the weight. Built, warmed and timed by the `op_run` and `measure` fixtures
 (conftest.py); extra_info holds the GMAC/s of the direct convolution's multiply-adds (so the Winograd
-kernel can exceed the CPU's peak) and the speedup over the reference (`F.conv2d`) measured in this
-session.
+kernel can exceed the CPU's peak), the speedup over the reference (`F.conv2d`) measured in this
+session and, on CPU, the instruction set of the library's kernels (which Winograd kernel ran). To time
+the AVX2 kernel against oneDNN's AVX2 convolution on an AVX-512 CPU, cap every layer as CI does:
+`MCMRI_FAST_CPU_ISA=avx2 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`.
 """
 import torch
 
-from mcmri_fast import benchmarking, reference
+from mcmri_fast import benchmarking, cpu_isa, reference
 from mcmri_fast.ops import conv3x3
 
 SHAPES = {
@@ -44,6 +46,9 @@ def test_conv3x3(case, bench_device, op_run, measure, benchmark):
     run, setup_s = op_run(conv3x3, reference.conv3x3, lambda: _inputs(case.shape, bench_device))
     batch, channels, height, width, out_channels = case.shape
     macs = 9 * batch * channels * height * width * out_channels * (1 if case.mode == "fwd" else 3)
-    measure(run, setup_s=setup_s, extra_info={"macs": macs})
+    extra_info = {"macs": macs}
+    if bench_device.type == "cpu":
+        extra_info["kernel_isa"] = cpu_isa.kernel_isa()
+    measure(run, setup_s=setup_s, extra_info=extra_info)
     if benchmark.enabled:
         benchmark.extra_info["gmac_per_s"] = macs / benchmark.stats.stats.median / 1e9

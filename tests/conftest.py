@@ -2,6 +2,7 @@
 
 TRITON_INTERPRET must be set before any Triton kernel module is imported, hence here, at collection.
 """
+import functools
 import os
 import subprocess
 import sys
@@ -33,19 +34,32 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture
-def run_on_baseline_cpu_kernels(tmp_path):
-    """run(script): runs a Python script in a fresh process on the baseline (non-AVX2) build of the CPU
-    kernels, which CPUs without AVX2 run (forced with MCMRI_FAST_CPU_ISA=baseline, and ATen's capability
-    with it: the choice is made once per process); fails the test if it fails."""
+# ATen's capability that goes with each cap of the library's kernels
+_ATEN_CAPABILITY = {"baseline": "default", "avx2": "avx2", "avx512": "avx512"}
 
-    def run(script: str) -> None:
-        path = tmp_path / "baseline_check.py"
+
+@pytest.fixture
+def run_on_cpu_kernels(tmp_path):
+    """run(isa, script) -> its stdout: runs a Python script in a fresh process with the CPU kernels capped
+    to `isa` ("baseline", "avx2" or "avx512"; MCMRI_FAST_CPU_ISA, and ATen's capability with it: the
+    choice is made once per process), one thread; fails the test if it fails. A CPU without `isa` runs
+    the highest one it has below it."""
+
+    def run(isa: str, script: str) -> str:
+        path = tmp_path / f"{isa}_check.py"
         path.write_text(script)
-        env = dict(os.environ, MCMRI_FAST_CPU_ISA="baseline", ATEN_CPU_CAPABILITY="default", OMP_NUM_THREADS="1")
+        env = dict(os.environ, MCMRI_FAST_CPU_ISA=isa, ATEN_CPU_CAPABILITY=_ATEN_CAPABILITY[isa], OMP_NUM_THREADS="1")
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
         result = subprocess.run([sys.executable, str(path)], env=env, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout
 
     return run
+
+
+@pytest.fixture
+def run_on_baseline_cpu_kernels(run_on_cpu_kernels):
+    """run(script): run_on_cpu_kernels on the baseline (non-AVX2) build of the CPU kernels, which CPUs
+    without AVX2 run."""
+    return functools.partial(run_on_cpu_kernels, "baseline")

@@ -1,6 +1,8 @@
 """conv3x3: the Winograd kernel (cpu backend) and torch's convolution (every other fused backend, and the
 cpu backend's inputs the kernel does not take) against F.conv2d, autograd, registration, the module and
 bad inputs."""
+import os
+
 import pytest
 import torch
 
@@ -11,9 +13,10 @@ from mcmri_fast.ops.conv3x3 import conv3x3, winograd_applies
 
 from fused_backends import FUSED, assert_all_close, output_and_gradients, require_backend
 
-# (B, C, Co, H, W, bias): odd sizes, C in {8, 64}; 70 columns are two groups of 16 tiles per tile row, so
-# lanes past the right edge and both vector groups run; the last two take torch's convolution on the cpu
-# backend (C < 8; C ≥ 8 but the backward to x has 12 outputs, not a multiple of 8)
+# (B, C, Co, H, W, bias): odd sizes, C in {8, 64}; 70 columns are 18 tiles per tile row, two groups of 16
+# (AVX-512) or three of 8 (AVX2), so groups inside the plane and one crossing its right edge both run;
+# the last two take torch's convolution on the cpu backend (C < 8; C ≥ 8 but the backward to x has 12
+# outputs, not a multiple of 8)
 CASES = [
     (1, 8, 16, 9, 13, True),
     (2, 64, 64, 17, 23, False),
@@ -60,20 +63,51 @@ def test_fused_matches_reference(backend, device, case):
     _assert_all_close(got, _run("reference", args, grad), 1e-4, 1e-4)
 
 
-@pytest.mark.parametrize("case", WINOGRAD_CASES, ids=_ids)
-def test_winograd_kernel_runs_where_it_applies(case):
-    """The cases above that should exercise the kernel do (on CPUs that have it), and its rounding error
-    stays at the size the docs state: below 2e-5 of the output's largest value."""
+def check_winograd_kernel(case):
+    """The kernel of this process's ISA computes the case's output and gradient to x, with the rounding
+    error the docs state: below 2e-5 of the largest value."""
     args, grad = _inputs(case, seed=8)
     x, weight, _ = args
-    if not winograd_applies(x, weight):
-        pytest.skip("the Winograd kernel needs AVX-512 (and ATen's capability allowing it)")
-    out = _run("cpu", args, grad)[0]
-    expected = reference.conv3x3(*(None if t is None else t.double() for t in args))
-    assert (out.double() - expected).abs().max() <= 2e-5 * expected.abs().max()
+    assert winograd_applies(x, weight)
     # the backward to x takes the kernel when its outputs (x's channels) are a multiple of 8; float64 never
     assert winograd_applies(grad, weight.transpose(0, 1)) == (case[1] % 8 == 0)
     assert not winograd_applies(x.double(), weight.double())
+    got = _run("cpu", args, grad)[:2]
+    expected = _run("reference", tuple(None if t is None else t.double() for t in args), grad.double())[:2]
+    for name, a, e in zip(("out", "grad_x"), got, expected):
+        assert (a.double() - e).abs().max() <= 2e-5 * e.abs().max(), name
+
+
+@pytest.mark.parametrize("case", WINOGRAD_CASES, ids=_ids)
+def test_winograd_kernel_runs_where_it_applies(case):
+    """The cases above that should exercise the kernel do (on CPUs that have one), at its stated error."""
+    require_backend("cpu", "cpu")
+    args, _ = _inputs(case)
+    if not winograd_applies(*args[:2]):
+        pytest.skip("the Winograd kernel needs AVX2 or AVX-512 (and the ISA caps allowing it)")
+    check_winograd_kernel(case)
+
+
+_AVX2_KERNEL_CHECK = """
+import sys
+sys.path.insert(0, {tests!r})
+from mcmri_fast import cpu_isa
+if cpu_isa.kernel_isa() != "avx2":
+    print("skip: the CPU has no AVX2")
+else:
+    import test_conv3x3
+    for case in test_conv3x3.WINOGRAD_CASES:
+        test_conv3x3.check_winograd_kernel(case)
+"""
+
+
+def test_avx2_winograd_kernel(run_on_cpu_kernels):
+    """The AVX2 kernel (what CPUs without AVX-512 run), also where this process runs the AVX-512 one: the
+    same checks in a fresh process capped to AVX2."""
+    require_backend("cpu", "cpu")
+    out = run_on_cpu_kernels("avx2", _AVX2_KERNEL_CHECK.format(tests=os.path.dirname(os.path.abspath(__file__))))
+    if out.startswith("skip:"):
+        pytest.skip(out.removeprefix("skip:").strip())
 
 
 @pytest.mark.parametrize("backend,device", FUSED)

@@ -1,7 +1,7 @@
-// CPU implementation of the dense 3×3 convolution (zero padding 1, stride 1): Winograd F(4×4, 3×3) in
-// AVX-512 (conv3x3_winograd.cpp) where it applies, torch's convolution (oneDNN) elsewhere. The backward
-// to x is the forward with the kernels rotated, so it takes the Winograd path too; the gradients of the
-// weight and bias are torch's (oneDNN's backward-weights convolution).
+// CPU implementation of the dense 3×3 convolution (zero padding 1, stride 1): Winograd F(4×4, 3×3)
+// (conv3x3_winograd.cpp; in AVX-512, else AVX2) where it applies, torch's convolution (oneDNN) elsewhere.
+// The backward to x is the forward with the kernels rotated, so it takes the Winograd path too; the
+// gradients of the weight and bias are torch's (oneDNN's backward-weights convolution).
 #include "conv3x3.h"
 
 #include <ATen/Parallel.h>
@@ -23,9 +23,18 @@ void check_args(const char* op, const at::Tensor& x, const at::Tensor& weight, c
   }
 }
 
+#ifdef MCMRI_CPU_AVX2_BUILD
+// The Winograd kernel of the instruction set this process runs, nullptr on the baseline one.
+const winograd::Kernel* winograd_kernel() {
 #ifdef MCMRI_CPU_AVX512_BUILD
+  if (use_avx512_kernels()) return &winograd::avx512_kernel;
+#endif
+  return use_avx2_kernels() ? &winograd::avx2_kernel : nullptr;
+}
+
 // y = x ⋆ w (+ bias) by the Winograd kernel; rotated: by the kernels of the backward to x instead.
 at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& weight, bool rotated, const at::Tensor* bias) {
+  const winograd::Kernel& kernel = *winograd_kernel();
   const auto x_c = x.contiguous();
   const auto w_c = weight.contiguous();
   const int64_t B = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3);
@@ -47,18 +56,18 @@ at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& weight, bool rot
                                   U.const_data_ptr<float>(),
                                   bias_c ? bias_c->const_data_ptr<float>() : nullptr,
                                   y.mutable_data_ptr<float>()};
-  at::parallel_for(0, winograd::work_items(problem), 1,
-                   [&](int64_t begin, int64_t end) { winograd::forward(problem, begin, end); });
+  at::parallel_for(0, winograd::work_items(problem, kernel), 1,
+                   [&](int64_t begin, int64_t end) { winograd::forward(problem, kernel, begin, end); });
   return y;
 }
 #endif
 
 // Whether the Winograd kernel computes x ⋆ w with `outputs` output channels.
 bool winograd_applies(const at::Tensor& x, int64_t outputs) {
-#ifdef MCMRI_CPU_AVX512_BUILD
+#ifdef MCMRI_CPU_AVX2_BUILD
   // Below 8 input channels or 8 pixels a side the transforms outweigh the saved multiply-adds.
-  return use_avx512_kernels() && x.scalar_type() == at::kFloat && outputs % winograd::kOutputsPerPack == 0 &&
-         x.size(1) >= 8 && x.size(2) >= 8 && x.size(3) >= 8;
+  return winograd_kernel() != nullptr && x.scalar_type() == at::kFloat &&
+         outputs % winograd::kOutputsPerPack == 0 && x.size(1) >= 8 && x.size(2) >= 8 && x.size(3) >= 8;
 #else
   (void)x, (void)outputs;
   return false;
@@ -73,7 +82,7 @@ bool conv3x3_winograd_applies(const at::Tensor& x, const at::Tensor& weight) {
 
 at::Tensor conv3x3_fwd(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
   check_args("conv3x3_fwd", x, weight, bias ? &*bias : nullptr);
-#ifdef MCMRI_CPU_AVX512_BUILD
+#ifdef MCMRI_CPU_AVX2_BUILD
   if (winograd_applies(x, weight.size(0))) return winograd_conv(x, weight, false, bias ? &*bias : nullptr);
 #endif
   return at::conv2d(x, weight, bias, 1, 1).contiguous();
@@ -88,7 +97,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv3x3_bwd(const at::Tensor& gra
               "conv3x3_bwd: grad must be [B, Co, H, W] of x's dtype, got ", grad.sizes(), " ", grad.scalar_type());
   at::Tensor grad_x = x.new_empty(0), grad_weight = x.new_empty(0), grad_bias = x.new_empty(0);
   bool torch_x = need_x;
-#ifdef MCMRI_CPU_AVX512_BUILD
+#ifdef MCMRI_CPU_AVX2_BUILD
   if (need_x && winograd_applies(grad, x.size(1))) {
     grad_x = winograd_conv(grad, weight, true, nullptr);
     torch_x = false;

@@ -7,16 +7,20 @@ the convolutions on the spectrum's amplitude and phase, the fusions).
 
 The reference implementation is `mcmri_fast.reference.conv3x3` (`F.conv2d`).
 
-How the cpu backend computes it: Winograd's minimal filtering F(4×4, 3×3) in AVX-512
-(csrc/cpu/conv3x3_winograd.cpp), for the forward and for the backward to x (the same convolution with
-the rotated kernels): 4× fewer multiply-adds than the direct convolution, plus transforms of the input
-and output tiles. oneDNN's direct convolution runs within 20-30% of this CPU's peak, so only fewer
-multiply-adds make it faster: at 1×64×240², 64 → 64, fwd 6.7 ms against 12.5 ms and fwd+bwd 25.8 ms
-against 39.3 ms (BENCHMARKS.md). The weight's and bias's gradients are torch's (oneDNN). The kernel runs for float32 on CPUs with AVX-512
-(and ATen's capability allowing it), Co a multiple of 8, C ≥ 8 and planes at least 8 × 8; other
-inputs take torch's convolution inside the same op. Rounding: Winograd's transforms have coefficients up
-to 8, so the result's error is ~20× the direct convolution's, ~1e-5 of the output's largest value at
-C = 64 (float32), as in the Winograd convolutions of cuDNN and oneDNN.
+How the cpu backend computes it: Winograd's minimal filtering F(4×4, 3×3), for the forward and for the
+backward to x (the same convolution with the rotated kernels): 4× fewer multiply-adds than the direct
+convolution, plus transforms of the input and output tiles. csrc/cpu/conv3x3_winograd.cpp holds what
+every instruction set shares (the weight transform, the blocks of tiles); the vector code is AVX-512
+(conv3x3_winograd_avx512.cpp, 16 tiles a vector) on CPUs that have it, else AVX2 + FMA
+(conv3x3_winograd_avx2.cpp, 8 tiles a vector), as the library's CPU ISA (`mcmri_fast.cpu_isa`) allows.
+oneDNN's direct convolution runs within 20-30% of this CPU's peak, so only fewer multiply-adds make it
+faster: at 1×64×240², 64 → 64, fwd 6.7 ms against 12.5 ms and fwd+bwd 25.8 ms against 39.3 ms
+(AVX-512, BENCHMARKS.md). The weight's and bias's gradients are torch's (oneDNN). The kernel runs for
+float32 on CPUs with AVX2 (and the caps allowing it), Co a multiple of 8, C ≥ 8 and planes at least
+8 × 8; other inputs take torch's convolution inside the same op. Rounding: Winograd's transforms have
+coefficients up to 8, so the result's error is ~20× the direct convolution's, ~1e-5 of the output's
+largest value at C = 64 (float32), as in the Winograd convolutions of cuDNN and oneDNN; both builds
+round alike.
 
 On CUDA tensors (the cuda and triton backends) the op is torch's convolution: cuDNN picks its own
 algorithms (Winograd and implicit GEMM among them), which a hand-written kernel would not beat.
@@ -79,7 +83,8 @@ def _validate(x, weight, bias):
 
 def winograd_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether the cpu backend computes conv3x3(x, weight) with its Winograd kernel (else torch's
-    convolution): float32, an AVX-512 CPU, Co a multiple of 8, C ≥ 8, H and W ≥ 8."""
+    convolution): float32, a CPU with AVX2 or AVX-512 (the caps allowing it), Co a multiple of 8,
+    C ≥ 8, H and W ≥ 8."""
     return x.device.type == "cpu" and bool(torch.ops.mcmri_fast.conv3x3_winograd_applies(x, weight))
 
 
