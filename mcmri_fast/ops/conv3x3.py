@@ -15,7 +15,9 @@ every instruction set shares (the weight transform, the blocks of tiles); the ve
 (conv3x3_winograd_avx2.cpp, 8 tiles a vector), as the library's CPU ISA (`mcmri_fast.cpu_isa`) allows.
 oneDNN's direct convolution runs within 20-30% of this CPU's peak, so only fewer multiply-adds make it
 faster: at 1×64×240², 64 → 64, fwd 6.7 ms against 12.5 ms and fwd+bwd 25.8 ms against 39.3 ms
-(AVX-512, BENCHMARKS.md). The weight's and bias's gradients are torch's (oneDNN). The kernel runs for
+(AVX-512, BENCHMARKS.md); the AVX2 kernel alone runs as fast as the AVX-512 one on this CPU (AMD
+Zen 4, which executes AVX-512 in 256-bit halves): 9.7 against 8.5-9.4 ms at 2 threads in a standalone
+C++ harness. The weight's and bias's gradients are torch's (oneDNN). The kernel runs for
 float32 on CPUs with AVX2 (and the caps allowing it), Co a multiple of 8, C ≥ 8 and planes at least
 8 × 8; other inputs take torch's convolution inside the same op. Rounding: Winograd's transforms have
 coefficients up to 8, so the result's error is ~20× the direct convolution's, ~1e-5 of the output's
