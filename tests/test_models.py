@@ -18,7 +18,7 @@ from mcmri_fast.data.datasets import BuiltinDataset
 from mcmri_fast.data.masks import mask_func
 from mcmri_fast.data.transforms import center_crop
 from mcmri_fast.models import ModelSpec, UnknownModelError, build_model, get_model_spec, model_names, register
-from mcmri_fast.models.baselines import UNet, UNetReconstruction, ZeroFilled, measured_kspace
+from mcmri_fast.models.baselines import UNet, UNetReconstruction, ZeroFilled, low_resolution_phase, measured_kspace
 
 BASELINES = ("unet", "unet_dc", "zero_filled")
 
@@ -230,12 +230,14 @@ def _assert_data_consistent(model: UNetReconstruction, batch: dict, sampled: tor
     sampled: bool [B, 1, H, W]."""
     output = model(batch)
     assert output.shape == batch["target"].shape and output.dtype == torch.complex64
-    zero_filled = batch["zero_filled"]
-    # The U-Net part computed separately: 2 channels (real, imaginary) in and out.
-    unet_channels = model.unet(torch.cat([zero_filled.real, zero_filled.imag], dim=1))
-    unet_image = torch.complex(unet_channels[:, :1], unet_channels[:, 1:])
     scale = batch["scale"].to(torch.float32).reshape(-1, 1, 1, 1)
     measurement = batch["masked_kspace"] / scale
+    # The U-Net part computed separately: 2 channels (real, imaginary) in and out, on the image with the
+    # phase of the k-space centre removed, which is put back afterwards.
+    phase = low_resolution_phase(measurement, sampled[:, 0, sampled.shape[2] // 2, :])
+    zero_filled = batch["zero_filled"] * phase.conj()
+    unet_channels = model.unet(torch.cat([zero_filled.real, zero_filled.imag], dim=1))
+    unet_image = torch.complex(unet_channels[:, :1], unet_channels[:, 1:]) * phase
     spectrum, unet_spectrum = fft2c(output), fft2c(unet_image)
     tolerance = 1e-5 * float(measurement.abs().max())
     torch.testing.assert_close(spectrum[sampled], measurement[sampled], rtol=0, atol=tolerance)
@@ -263,6 +265,37 @@ def test_unet_dc_with_a_2d_mask_and_odd_sizes():
         # The same columns as a per-sample 2-D mask [B, H, W] (and 0/1 floats rather than bool).
         mask_2d = batch["mask"][:, None, :].expand(-1, 45, -1).float()
         _assert_data_consistent(model, dict(batch, mask=mask_2d), mask_2d.bool().unsqueeze(1))
+
+
+def test_low_resolution_phase_recovers_a_smooth_phase(complex_batch):
+    """The phase of the k-space centre's image is the slice's smooth phase: multiplying the data by a
+    new phase ramp moves the estimate by that ramp, up to a few hundredths of a radian in the brain."""
+    target = complex_batch["target"]
+    brain = target.abs() > 0.1 * target.abs().amax(dim=(-2, -1), keepdim=True)
+    rows, columns = torch.meshgrid(torch.linspace(-1, 1, 256), torch.linspace(-1, 1, 256), indexing="ij")
+    ramp = torch.polar(torch.ones(256, 256), 2.0 - 1.5 * columns + 0.7 * rows)  # outside the training split's phases
+    for data in (target, target * ramp):
+        kspace = fft2c(data) * complex_batch["mask"][:, None, None, :]
+        phase = low_resolution_phase(kspace, complex_batch["mask"])
+        # modulus 1 in the brain but at its blurred edge, below 1 in the background
+        assert (phase.abs() <= 1 + 1e-6).all() and (phase.abs()[brain] > 1 - 1e-6).float().mean() > 0.95
+        residual = (data * phase.conj()).angle()[brain]
+        assert residual.abs().mean() < 0.05 and residual.abs().max() < 0.3
+    # no sampled centre: no phase to estimate
+    assert (low_resolution_phase(kspace, torch.zeros_like(complex_batch["mask"])) == 1).all()
+
+
+def test_unet_dc_does_not_depend_on_the_phase_of_the_data(complex_batch):
+    """A phase rotation of the data (image and measurement) rotates unet_dc's output by the same phase:
+    the network sees the images with their phase removed, so test slices whose phase the training
+    slices never had reconstruct as well."""
+    torch.manual_seed(0)
+    model = build_model("unet_dc", chans=4, num_pool_layers=3).eval()
+    rotation = torch.polar(torch.ones(()), torch.tensor(2.5))
+    rotated = dict(complex_batch, **{k: complex_batch[k] * rotation for k in ("zero_filled", "target", "masked_kspace", "kspace")})
+    with torch.no_grad():
+        output, output_rotated = model(complex_batch), model(rotated)
+    torch.testing.assert_close(output_rotated, output * rotation, rtol=0, atol=1e-5 * float(output.abs().max()))
 
 
 def test_unet_dc_gradients_flow():
