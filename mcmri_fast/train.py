@@ -52,7 +52,6 @@ import numbers
 import os
 import random
 import re
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -66,6 +65,7 @@ import torch.nn.functional as F
 from . import metrics
 from .data.datasets import BuiltinDataset, FastMRIPairDataset, NiftiPairDataset, PairedH5Dataset
 from ._files import atomic_file, atomic_write_text
+from ._progress import progress_bar
 from .data.fft import ifft2c
 from .data.masks import MASK_NAMES, mask_func
 from .data.transforms import MaskSampler, center_crop
@@ -591,7 +591,10 @@ def load_checkpoint(path: str | os.PathLike, expected_model: str | None = None) 
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types for a damaged file; all mean the same here
-        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or truncated?): {type(exc).__name__}: {exc}") from None
+        # torch's own words ("pop from empty list", "Unsupported operand 110") say nothing to a user: the
+        # message says what the file is, the cause stays chained for a traceback (mcmri -v)
+        raise CheckpointError(f"{path}: not a readable checkpoint: the file ({path.stat().st_size} bytes) is corrupt, "
+                              "truncated or not a torch.save file") from exc
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a mcmri_fast checkpoint (no format {CHECKPOINT_FORMAT!r})")
     if checkpoint.get("version") != CHECKPOINT_VERSION:
@@ -731,10 +734,8 @@ def _check_resume(saved: dict, current: dict, path: Path) -> None:
 def _validate(model, loader, device, amp, loss_fn, dist: _Distributed, progress: bool) -> dict:
     """Per-volume metrics over this rank's volumes, gathered from all ranks; their means over volumes
     and the mean loss per slice. Returns {"nmse", "psnr", "ssim", "mae", "loss", "volumes", "slices"}."""
-    from tqdm.auto import tqdm
-
     rows, loss_sum, slices = [], 0.0, 0
-    bar = tqdm(total=len(loader), desc="validation", leave=False, disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(progress, total=len(loader), desc="validation")
     try:
         for volume in iter_volumes(model, loader, device, amp=amp, loss_fn=loss_fn, progress=bar):
             rows.append({"file": volume.file, **volume_metrics(volume.target, volume.prediction)})
@@ -761,8 +762,6 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     refuses a run_dir that already holds one. progress: a tqdm bar per epoch (rank 0, on a terminal).
     Errors in the options raise ValueError naming the option; a bad checkpoint, CheckpointError.
     """
-    from tqdm.auto import tqdm
-
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     spec = get_model_spec(config.model)
@@ -770,12 +769,12 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         raise ValueError(f"model {config.model!r} has nothing to train; evaluate it directly (no checkpoint needed)")
     dist, device = _init_distributed(config.device)
     try:
-        return _train(config, spec, dist, device, resume, progress, tqdm)
+        return _train(config, spec, dist, device, resume, progress)
     finally:
         dist.close()
 
 
-def _train(config: TrainConfig, spec, dist: _Distributed, device: torch.device, resume: bool, progress: bool, tqdm) -> dict:
+def _train(config: TrainConfig, spec, dist: _Distributed, device: torch.device, resume: bool, progress: bool) -> dict:
     started = time.perf_counter()
     amp = config.amp if config.amp is not None else device.type == "cuda"
     if amp and device.type != "cuda":
@@ -866,7 +865,7 @@ def _train(config: TrainConfig, spec, dist: _Distributed, device: torch.device, 
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         config.save(run_dir / "config.json")
-    show_bars = progress and dist.main and sys.stderr.isatty()
+    show_bars = progress and dist.main
     target, reference = _contrasts(config.dataset, config.target, config.reference)
     data_record = {**spec.data, "dataset": config.dataset, "target": target, "reference": reference,
                    "crop": config.crop, "mask": config.mask, "mask_kwargs": config.mask_kwargs,
@@ -880,7 +879,7 @@ def _train(config: TrainConfig, spec, dist: _Distributed, device: torch.device, 
         if dist.enabled:
             sampler.set_epoch(epoch)
         train_model.train()
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not show_bars, dynamic_ncols=True)
+        bar = progress_bar(show_bars, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}")
         epoch_loss_sum, epoch_steps = torch.zeros((), device=device), 0
         group_loss_sum, group_steps = torch.zeros((), device=device), 0
         try:
