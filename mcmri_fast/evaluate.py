@@ -19,10 +19,13 @@ normalisation. Metrics are fastMRI's (`mcmri_fast.metrics`, data_range = the tar
 measurements. Data options default to those the checkpoint was trained with (dataset kind, contrasts,
 crop, mask, misalignment, noise); the builtin dataset's "test" split is the default data.
 
-PNG panels are 8-bit grayscale, written by a small dependency-free writer (zlib + struct): the
-zero-filled image, the reconstruction and the target share the display range [0, target slice max];
-the reference (the model's input, normalised) spans its own [min, max]; the error |reconstruction −
-target| is shown ×5 (white = 20 % of the target slice max).
+PNG panels are 8-bit RGB, drawn and written without a plotting library (a 5 × 8 bitmap font, zlib +
+struct): a title above each image (the contrasts named), the zero-filled image, the reconstruction and
+the target in gray on one display range [0, target slice max]; the reference (the model's input,
+normalised) on its own [min, max]; the error |reconstruction − target| in colour (inferno) from 0 to
+20 % of the target slice max, the same fraction for every model, so panels compare, with a colour bar
+in % of that max; a line below states the ranges in the data's units and the share of error pixels
+above the scale's top.
 """
 from __future__ import annotations
 
@@ -33,7 +36,6 @@ import json
 import logging
 import os
 import struct
-import sys
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,6 +45,7 @@ import numpy as np
 import torch
 
 from ._files import atomic_file, atomic_write_text
+from ._progress import progress_bar
 from .models import build_model, get_model_spec
 from .train import (
     DATASET_KINDS,
@@ -59,11 +62,11 @@ from .train import (
     volume_metrics,
 )
 
-__all__ = ["evaluate", "reconstruct", "write_png", "panel_image", "CheckpointError"]
+__all__ = ["evaluate", "reconstruct", "write_png", "panel_image", "panel_layout", "CheckpointError"]
 
 logger = logging.getLogger(__name__)
 
-ERROR_DISPLAY_FRACTION = 0.2  # |error| maps: white at this fraction of the target slice's max
+ERROR_DISPLAY_FRACTION = 0.2  # |error| maps: the colour scale's top at this fraction of the target slice's max
 _PANEL_GAP = 2  # pixels of white between the images of a panel
 _DATA_OPTIONS = ("dataset", "data_root", "target", "reference", "crop", "mask", "mask_kwargs", "misalignment", "noise")
 
@@ -100,24 +103,178 @@ def _to_uint8(image: torch.Tensor, low: float, high: float) -> np.ndarray:
     return (((image.double() - low) / span).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 
-def panel_image(reference: torch.Tensor, zero_filled: torch.Tensor, reconstruction: torch.Tensor, target: torch.Tensor) -> np.ndarray:
-    """One panel: reference, zero-filled, reconstruction, target and |reconstruction − target| side by
-    side, each [H, W] real, separated by white gaps -> uint8 [H, 5W + 4·gap] (display ranges: see the
-    module docstring)."""
+# A 5 × 8 bitmap font (rows 0-6 the body, row 7 the descenders) for the panels' labels, so the PNGs
+# need no plotting library. Lowercase only: text is drawn lowercased; a character it lacks draws "?".
+_GLYPHS = {
+    " ": "..... ..... ..... ..... ..... ..... ..... .....",
+    "0": ".###. #...# #..## #.#.# ##..# #...# .###. .....",
+    "1": "..#.. .##.. ..#.. ..#.. ..#.. ..#.. .###. .....",
+    "2": ".###. #...# ....# ...#. ..#.. .#... ##### .....",
+    "3": "##### ...#. ..#.. ...#. ....# #...# .###. .....",
+    "4": "...#. ..##. .#.#. #..#. ##### ...#. ...#. .....",
+    "5": "##### #.... ####. ....# ....# #...# .###. .....",
+    "6": "..##. .#... #.... ####. #...# #...# .###. .....",
+    "7": "##### ....# ...#. ..#.. .#... .#... .#... .....",
+    "8": ".###. #...# #...# .###. #...# #...# .###. .....",
+    "9": ".###. #...# #...# .#### ....# ...#. .##.. .....",
+    "a": "..... ..... .###. ....# .#### #...# .#### .....",
+    "b": "#.... #.... #.##. ##..# #...# #...# ####. .....",
+    "c": "..... ..... .###. #.... #.... #...# .###. .....",
+    "d": "....# ....# .##.# #..## #...# #...# .#### .....",
+    "e": "..... ..... .###. #...# ##### #.... .###. .....",
+    "f": "..##. .#..# .#... ###.. .#... .#... .#... .....",
+    "g": "..... ..... .#### #...# #...# .#### ....# .###.",
+    "h": "#.... #.... #.##. ##..# #...# #...# #...# .....",
+    "i": "..#.. ..... .##.. ..#.. ..#.. ..#.. .###. .....",
+    "j": "...#. ..... ..##. ...#. ...#. ...#. #..#. .##..",
+    "k": "#.... #.... #..#. #.#.. ##... #.#.. #..#. .....",
+    "l": ".##.. ..#.. ..#.. ..#.. ..#.. ..#.. .###. .....",
+    "m": "..... ..... ##.#. #.#.# #.#.# #.#.# #.#.# .....",
+    "n": "..... ..... #.##. ##..# #...# #...# #...# .....",
+    "o": "..... ..... .###. #...# #...# #...# .###. .....",
+    "p": "..... ..... ####. #...# #...# ####. #.... #....",
+    "q": "..... ..... .#### #...# #...# .#### ....# ....#",
+    "r": "..... ..... #.##. ##..# #.... #.... #.... .....",
+    "s": "..... ..... .#### #.... .###. ....# ####. .....",
+    "t": ".#... .#... ###.. .#... .#... .#..# ..##. .....",
+    "u": "..... ..... #...# #...# #...# #..## .##.# .....",
+    "v": "..... ..... #...# #...# #...# .#.#. ..#.. .....",
+    "w": "..... ..... #...# #...# #.#.# #.#.# .#.#. .....",
+    "x": "..... ..... #...# .#.#. ..#.. .#.#. #...# .....",
+    "y": "..... ..... #...# #...# #...# .#### ....# .###.",
+    "z": "..... ..... ##### ...#. ..#.. .#... ##### .....",
+    ".": "..... ..... ..... ..... ..... .##.. .##.. .....",
+    ",": "..... ..... ..... ..... ..... .##.. ..#.. .#...",
+    ":": "..... .##.. .##.. ..... .##.. .##.. ..... .....",
+    ";": "..... .##.. .##.. ..... .##.. .##.. ..#.. .#...",
+    "-": "..... ..... ..... .###. ..... ..... ..... .....",
+    "+": "..... ..#.. ..#.. ##### ..#.. ..#.. ..... .....",
+    "=": "..... ..... ##### ..... ##### ..... ..... .....",
+    "%": "##... ##..# ...#. ..#.. .#... #..## ...## .....",
+    "|": "..#.. ..#.. ..#.. ..#.. ..#.. ..#.. ..#.. .....",
+    "/": "..... ....# ...#. ..#.. .#... #.... ..... .....",
+    "(": "...#. ..#.. .#... .#... .#... ..#.. ...#. .....",
+    ")": ".#... ..#.. ...#. ...#. ...#. ..#.. .#... .....",
+    "<": "...#. ..#.. .#... #.... .#... ..#.. ...#. .....",
+    ">": ".#... ..#.. ...#. ....# ...#. ..#.. .#... .....",
+    "_": "..... ..... ..... ..... ..... ..... ..... #####",
+    "?": ".###. #...# ....# ...#. ..#.. ..... ..#.. .....",
+}
+_GLYPH_MASKS = {c: np.array([[p == "#" for p in row] for row in rows.split()], bool) for c, rows in _GLYPHS.items()}
+_GLYPH_HEIGHT = 8
+
+# Panel layout, in font pixels (× the text scale): the padding around text and the colour bar's width.
+_TEXT_PAD = 3
+_BAR_WIDTH = 6
+_PANEL_TITLES = ("reference", "zero-filled", "reconstruction", "target", "|error|")
+# The error map's colour scale: inferno's colours at 0, 1/4, 1/2, 3/4, 1, linearly interpolated.
+_ERROR_COLORS = np.array([(0, 0, 4), (87, 16, 110), (188, 55, 84), (249, 142, 9), (252, 255, 164)], np.float64)
+
+
+def _text_mask(text: str, scale: int) -> np.ndarray:
+    """The pixels of a line of text: bool [8·scale, (6·len − 1)·scale] (one blank column between glyphs)."""
+    glyphs = [_GLYPH_MASKS.get(c, _GLYPH_MASKS["?"]) for c in text.lower()]
+    if not glyphs:
+        return np.zeros((_GLYPH_HEIGHT * scale, 0), bool)
+    spacer = np.zeros((_GLYPH_HEIGHT, 1), bool)
+    line = np.concatenate([part for g in glyphs for part in (g, spacer)][:-1], axis=1)
+    return line.repeat(scale, axis=0).repeat(scale, axis=1)
+
+
+def _draw_text(canvas: np.ndarray, text: str, top: int, left: int, scale: int) -> None:
+    """Draws text in black onto an RGB canvas (clipped at its edges)."""
+    mask = _text_mask(text, scale)
+    height, width = min(mask.shape[0], canvas.shape[0] - top), min(mask.shape[1], canvas.shape[1] - left)
+    if height > 0 and width > 0:
+        canvas[top : top + height, left : left + width][mask[:height, :width]] = 0
+
+
+def _error_colors(fraction: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] -> uint8 RGB [..., 3] on the error map's colour scale."""
+    position = np.clip(fraction, 0, 1) * (len(_ERROR_COLORS) - 1)
+    low = np.minimum(position.astype(np.int64), len(_ERROR_COLORS) - 2)
+    weight = (position - low)[..., None]
+    return np.round(_ERROR_COLORS[low] * (1 - weight) + _ERROR_COLORS[low + 1] * weight).astype(np.uint8)
+
+
+def panel_image(reference: torch.Tensor, zero_filled: torch.Tensor, reconstruction: torch.Tensor, target: torch.Tensor,
+                *, titles: Sequence[str] = _PANEL_TITLES, caption: str | None = None) -> np.ndarray:
+    """One panel, RGB uint8 [H', W', 3] on white: reference, zero-filled, reconstruction, target
+    (grayscale) and |reconstruction − target| (colour) side by side, each [H, W] real, a title above
+    each (`titles`, five lines), the error map's colour bar at the right with its ticks in % of the
+    target slice's max, and below them the caption (a line, if given) and two lines saying the display
+    ranges (see the module docstring). Text that does not fit the panel's width is cut at its edge.
+
+    Layout: text is drawn at scale 2 (10 × 16-pixel glyphs) for images of 128 pixels or more, else 1;
+    the images start `panel_layout(...)["top"]` rows down, at the columns `panel_layout(...)["lefts"]`.
+    """
+    layout = panel_layout(target.shape[-2:], titles)
     vmax = float(target.max())
     error = (reconstruction - target).abs()
-    tiles = [
+    gray = [
         _to_uint8(reference, float(reference.min()), float(reference.max())),
         _to_uint8(zero_filled, 0.0, vmax),
         _to_uint8(reconstruction, 0.0, vmax),
         _to_uint8(target, 0.0, vmax),
-        _to_uint8(error, 0.0, ERROR_DISPLAY_FRACTION * vmax),
     ]
-    gap = np.full((target.shape[0], _PANEL_GAP), 255, np.uint8)
-    parts = [tiles[0]]
-    for tile in tiles[1:]:
-        parts += [gap, tile]
-    return np.concatenate(parts, axis=1)
+    span = ERROR_DISPLAY_FRACTION * vmax if vmax > 0 else 1.0
+    tiles = [np.repeat(tile[..., None], 3, axis=2) for tile in gray] + [_error_colors(error.double().numpy() / span)]
+    scale, top, (height, width) = layout["scale"], layout["top"], layout["image"]
+    pad, glyph_height = _TEXT_PAD * scale, _GLYPH_HEIGHT * scale
+    above = float((error > span).double().mean()) if error.numel() else 0.0
+    lines = ([caption] if caption else []) + list(_panel_footer(vmax, above))
+    canvas = np.full((top + height + pad + len(lines) * (glyph_height + pad), layout["width"], 3), 255, np.uint8)
+    for tile, left, column, title in zip(tiles, layout["lefts"], layout["columns"], titles):
+        canvas[top : top + height, left : left + width] = tile
+        title_width = _text_mask(title, scale).shape[1]
+        _draw_text(canvas, title, pad, column[0] + (column[1] - title_width) // 2, scale)
+
+    # the colour bar: top = ERROR_DISPLAY_FRACTION of the target max, bottom 0, ticks at the ends and halfway
+    bar_left = layout["bar"]
+    bar_width = _BAR_WIDTH * scale
+    canvas[top : top + height, bar_left : bar_left + bar_width] = _error_colors(np.linspace(1, 0, height))[:, None]
+    percent = 100 * ERROR_DISPLAY_FRACTION
+    for fraction, label in ((1.0, f"{percent:g}%"), (0.5, f"{percent / 2:g}%"), (0.0, "0")):
+        row = top + round((1 - fraction) * (height - 1))
+        canvas[row : row + scale, bar_left + bar_width : bar_left + bar_width + 2 * scale] = 0
+        label_top = min(max(row - glyph_height // 2, top), top + height - glyph_height)
+        _draw_text(canvas, label, label_top, bar_left + bar_width + 3 * scale, scale)
+    for line, text in enumerate(lines):
+        _draw_text(canvas, text, top + height + pad + line * (glyph_height + pad), pad, scale)
+    return canvas
+
+
+def _panel_footer(vmax: float, above: float) -> tuple[str, str]:
+    """The panel's last two lines: the display ranges, and how much of the error map is clipped."""
+    return (f"gray: 0 to the target slice max ({vmax:.3g}); reference: its own range",
+            f"|error|: 0 to {100 * ERROR_DISPLAY_FRACTION:g}% of the target slice max ({ERROR_DISPLAY_FRACTION * vmax:.3g}); "
+            f"{100 * above:.1f}% of pixels above")
+
+
+def panel_layout(image_size: Sequence[int], titles: Sequence[str] = _PANEL_TITLES) -> dict:
+    """Where `panel_image` puts things for images of `image_size` (H, W): {"scale" (of the text),
+    "top" (the images' first row), "image" (H, W), "lefts" (each image's first column), "columns"
+    ((first column, width) of each title's column), "bar" (the colour bar's first column), "width"}
+    in pixels; the text lines below the images make the height."""
+    if len(titles) != 5:
+        raise ValueError(f"titles: five lines (reference, zero-filled, reconstruction, target, error), got {len(titles)}")
+    height, width = (int(n) for n in image_size)
+    scale = 2 if min(height, width) >= 128 else 1
+    pad, glyph_height = _TEXT_PAD * scale, _GLYPH_HEIGHT * scale
+    top = glyph_height + 2 * pad
+    lefts, columns, x = [], [], 0
+    for title in titles:
+        column = max(width, _text_mask(title, scale).shape[1])
+        columns.append((x, column))
+        lefts.append(x + (column - width) // 2)
+        x += column + _PANEL_GAP
+    bar = x - _PANEL_GAP + 2 * pad
+    label_width = _text_mask(f"{100 * ERROR_DISPLAY_FRACTION:g}%", scale).shape[1]
+    widest_number = 8.88e-88  # the longest "{:.3g}" of a positive maximum: 8 characters
+    footer_width = max(_text_mask(line, scale).shape[1] for line in _panel_footer(widest_number, 1.0)) + 2 * pad
+    total_width = max(bar + (_BAR_WIDTH + 3) * scale + label_width + pad, footer_width)
+    return {"scale": scale, "top": top, "image": (height, width), "lefts": lefts, "columns": columns, "bar": bar,
+            "width": total_width}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -211,10 +368,7 @@ def _prepare(model: str | os.PathLike, checkpoint: str | os.PathLike | None, opt
 
 
 def _bar(setup: _Setup, progress: bool, description: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=len(setup.loader), desc=description, leave=False, disable=not (progress and sys.stderr.isatty()),
-                dynamic_ncols=True)
+    return progress_bar(progress, total=len(setup.loader), desc=description, unit="batch")
 
 
 def _warm_up(setup: _Setup) -> None:
@@ -284,6 +438,8 @@ def evaluate(
     _warm_up(setup)
     timing: dict = {}
     rows, panels = [], []
+    titles = (f"reference ({setup.data['reference']})", "zero-filled", "reconstruction", f"target ({setup.data['target']})",
+              "|error|")
     bar = _bar(setup, progress, "evaluate")
     try:
         for volume in iter_volumes(setup.model, setup.loader, setup.device, amp=setup.amp, timing=timing, progress=bar):
@@ -295,7 +451,8 @@ def evaluate(
                     logger.warning("%s has %d slices: slice position %d is not drawn", volume.file, count, position)
                     continue
                 i = position % count
-                image = panel_image(volume.reference[i], volume.zero_filled[i], volume.prediction[i], volume.target[i])
+                image = panel_image(volume.reference[i], volume.zero_filled[i], volume.prediction[i], volume.target[i],
+                                    titles=titles, caption=f"{setup.name}: {_file_stem(volume.file)}, slice {volume.slices[i]}")
                 panels.append(write_png(panels_dir / f"{_file_stem(volume.file)}_s{volume.slices[i]:03d}.png", image).name)
     finally:
         bar.close()
@@ -323,8 +480,9 @@ def evaluate(
         "panels": panels,
     }
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    logger.info("%s on %s: %s", setup.name, setup.data["data"],
-                ", ".join(f"{k} {v['mean']:.4g} ± {v['std']:.2g}" for k, v in summary["metrics"].items()))
+    spread = (lambda v: f" ± {v['std']:.2g}") if len(rows) > 1 else (lambda v: "")  # no spread over one volume
+    logger.info("%s on %s (%d volume(s)): %s", setup.name, setup.data["data"], len(rows),
+                ", ".join(f"{k} {v['mean']:.4g}{spread(v)}" for k, v in summary["metrics"].items()))
     return summary
 
 

@@ -21,7 +21,7 @@ from mcmri_fast.data.datasets import BuiltinDataset, PairedH5Dataset
 from mcmri_fast.data.formats import write_paired_h5
 from mcmri_fast.data.masks import mask_func
 from mcmri_fast.data.transforms import MaskSampler
-from mcmri_fast.evaluate import evaluate, panel_image, reconstruct, write_png
+from mcmri_fast.evaluate import evaluate, panel_image, panel_layout, reconstruct, write_png
 from mcmri_fast.models import build_model
 from mcmri_fast.train import CheckpointError, TrainConfig, load_checkpoint, train
 
@@ -107,7 +107,8 @@ def test_zero_filled_on_the_builtin_test_split(tmp_path):
         assert summary["metrics"][name] == {"mean": pytest.approx(direct[name], rel=1e-7), "std": 0.0}
 
     assert summary["panels"] == ["builtin-test_s008.png"]  # the middle slice by default
-    assert _png_size(tmp_path / "panels" / "builtin-test_s008.png") == (5 * 256 + 4 * 2, 256)
+    # five 256-pixel images 2 apart, the colour bar and its labels; titles above, three lines of text below
+    assert _png_size(tmp_path / "panels" / "builtin-test_s008.png") == (1358, 28 + 256 + 6 + 3 * 22)
 
 
 def test_checkpoint_on_paired_volumes(tmp_path, checkpoint, paired_data):
@@ -144,7 +145,9 @@ def test_checkpoint_on_paired_volumes(tmp_path, checkpoint, paired_data):
     expected = ["case0_s000.png", "case0_s002.png", "case1_s000.png", "case1_s003.png", "case2_s000.png", "case2_s001.png"]
     assert summary["panels"] == expected
     assert sorted(p.name for p in (tmp_path / "panels").iterdir()) == expected
-    assert all(_png_size(tmp_path / "panels" / name) == (5 * 64 + 4 * 2, 64) for name in expected)
+    layout = panel_layout((64, 64), ("reference (t1)", "zero-filled", "reconstruction", "target (t2)", "|error|"))
+    height = layout["top"] + 64 + 3 + 3 * 11  # text at scale 1: lines of 8 pixels, 3 apart
+    assert all(_png_size(tmp_path / "panels" / name) == (layout["width"], height) for name in expected)
 
 
 def test_reconstruct_round_trips_through_h5py(tmp_path, checkpoint, paired_data):
@@ -220,14 +223,83 @@ def test_write_png_decodes_to_the_same_pixels(tmp_path):
         write_png(tmp_path / "bad.png", gray.astype(np.float32))
 
 
+def _panel_tiles(panel: np.ndarray, layout: dict) -> list[np.ndarray]:
+    top, (height, width) = layout["top"], layout["image"]
+    return [panel[top : top + height, left : left + width] for left in layout["lefts"]]
+
+
+def _inked(region: np.ndarray) -> bool:
+    """Whether a region of a panel holds text (black pixels)."""
+    return bool((region == 0).all(axis=-1).any())
+
+
 def test_panel_layout_and_display_ranges():
-    target = torch.linspace(0, 2, 8 * 6).reshape(8, 6)
-    reconstruction = target * 0.9
+    target = torch.linspace(0, 2, 256 * 256).reshape(256, 256)
+    reconstruction = target * 0.7
     panel = panel_image(reference=-target, zero_filled=target * 2, reconstruction=reconstruction, target=target)
-    assert panel.shape == (8, 5 * 6 + 4 * 2) and panel.dtype == np.uint8
-    tiles = [panel[:, i * 8 : i * 8 + 6] for i in range(5)]
-    assert (panel[:, 6:8] == 255).all()  # gaps
-    np.testing.assert_array_equal(tiles[3], np.round(target.numpy() / 2 * 255).astype(np.uint8))
-    np.testing.assert_array_equal(tiles[1], np.round(np.clip(target.numpy(), 0, 1) * 255).astype(np.uint8))  # clipped at target max
-    np.testing.assert_array_equal(tiles[0], np.round((2 - target.numpy()) / 2 * 255).astype(np.uint8))  # own range
-    np.testing.assert_array_equal(tiles[4], np.round(np.clip(0.1 * target.numpy() / 0.4, 0, 1) * 255).astype(np.uint8))
+    layout = panel_layout((256, 256))
+    assert panel.dtype == np.uint8 and panel.shape[1:] == (layout["width"], 3) and layout["scale"] == 2
+    assert layout["lefts"] == [0, 258, 516, 774, 1032]  # 256-pixel columns 2 pixels apart: the titles fit
+    tiles = _panel_tiles(panel, layout)
+    assert (panel[layout["top"] :, 256:258] == 255).all()  # gaps
+    gray = [tile[..., 0] for tile in tiles[:4]]
+    for tile in tiles[:4]:
+        assert (tile == tile[..., :1]).all()  # gray: R = G = B
+    np.testing.assert_array_equal(gray[3], np.round(target.numpy() / 2 * 255).astype(np.uint8))
+    np.testing.assert_array_equal(gray[1], np.round(np.clip(target.numpy(), 0, 1) * 255).astype(np.uint8))  # clipped at target max
+    np.testing.assert_array_equal(gray[0], np.round((2 - target.numpy()) / 2 * 255).astype(np.uint8))  # own range
+    np.testing.assert_array_equal(gray[2], np.round(reconstruction.double().numpy() / 2 * 255).astype(np.uint8))
+    # |error| = 0.3·target: 0 at the first pixel (the scale's bottom colour), the top colour from 20% of the
+    # target max (0.4) on, i.e. target >= 4/3; the colours get brighter with the error in between
+    error = tiles[4].astype(np.int64)
+    assert tuple(error[0, 0]) == (0, 0, 4) and tuple(error[-1, -1]) == (252, 255, 164)
+    brightness = error.sum(axis=-1).reshape(-1)
+    assert (np.diff(brightness) >= -1).all() and brightness[0] < brightness[len(brightness) // 2] < brightness[-1]
+
+
+def test_panel_has_titles_a_colour_bar_and_a_caption(tmp_path):
+    target = builtin.load_builtin("test", ("t2",))["t2"][8].abs()
+    reference = builtin.load_builtin("test", ("t1",))["t1"][8].abs()
+    reconstruction = target + 0.05 * target.max() * torch.randn(target.shape, generator=torch.Generator().manual_seed(0))
+    titles = ("reference (t1)", "zero-filled", "reconstruction", "target (t2)", "|error|")
+    panel = panel_image(reference, target * 0.8, reconstruction, target, titles=titles, caption="unet: builtin-test, slice 58")
+    layout = panel_layout((256, 256), titles)
+    top, scale, bar = layout["top"], layout["scale"], layout["bar"]
+    # titles: text above each image, centred in its column, and different titles draw differently
+    for first, width in layout["columns"]:
+        band = panel[:top, first : first + width]
+        assert _inked(band) and not _inked(band[:, :40]) and not _inked(band[:, -40:])
+    other = panel_image(reference, target * 0.8, reconstruction, target, titles=titles[:4] + ("error",), caption="unet: builtin-test, slice 58")
+    differs = (other != panel).any(axis=-1)
+    assert differs[:top, bar - 2 * 3 * scale - 256 :].any() and not differs[:top, : bar - 256].any() and not differs[top:].any()
+    # the colour bar: the error scale from its top colour down to the bottom one, ticks and labels beside it
+    strip = panel[top : top + 256, bar : bar + 6 * scale].astype(np.int64)
+    assert (strip == strip[:, :1]).all()  # one colour per row
+    assert tuple(strip[0, 0]) == (252, 255, 164) and tuple(strip[-1, 0]) == (0, 0, 4)
+    assert (np.diff(strip[:, 0].sum(axis=-1)) <= 1).all()
+    labels = panel[top : top + 256, bar + 6 * scale :]
+    assert _inked(labels[:20]) and _inked(labels[118:138]) and _inked(labels[-20:]) and not _inked(labels[40:100])
+    # the lines below the images: the caption first, then the display ranges; no caption, one line less
+    below = panel[top + 256 :]
+    assert _inked(below) and panel.shape[0] == top + 256 + 3 * scale + 3 * (8 * scale + 3 * scale)
+    uncaptioned = panel_image(reference, target * 0.8, reconstruction, target, titles=titles)
+    assert uncaptioned.shape[0] == panel.shape[0] - (8 + 3) * scale
+    np.testing.assert_array_equal(uncaptioned[: top + 256], panel[: top + 256])
+    # a PNG of it decodes to the same pixels
+    pil = pytest.importorskip("PIL.Image")
+    with pil.open(write_png(tmp_path / "panel.png", panel)) as decoded:
+        assert decoded.mode == "RGB"
+        np.testing.assert_array_equal(np.asarray(decoded), panel)
+
+
+def test_panel_font_has_a_distinct_glyph_per_character():
+    from mcmri_fast.evaluate import _GLYPH_MASKS, _text_mask
+
+    shapes = {mask.shape for mask in _GLYPH_MASKS.values()}
+    assert shapes == {(8, 5)}
+    drawn = {mask.tobytes() for mask in _GLYPH_MASKS.values()}
+    assert len(drawn) == len(_GLYPH_MASKS)  # no two characters look alike
+    assert set("0123456789abcdefghijklmnopqrstuvwxyz%|().,:;-+=") <= set(_GLYPH_MASKS)
+    assert _text_mask("T2", 1).shape == (8, 11)
+    np.testing.assert_array_equal(_text_mask("T2", 2), _text_mask("t2", 2))  # drawn lowercased
+    np.testing.assert_array_equal(_text_mask("é", 1), _GLYPH_MASKS["?"])
