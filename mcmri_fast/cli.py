@@ -1,19 +1,25 @@
-"""The `mcmri` command (also `python -m mcmri_fast`): info, train, eval, recon, bench, demo.
+"""The `mcmri` command (also `python -m mcmri_fast`): multi-contrast MRI reconstruction with fused
+ops: train, evaluate and time the registered models.
 
 info   what was built and what can run: versions of mcmri_fast, torch, triton and CUDA, the native
-       extension, the devices and the backends available on each, a forced backend.
+       extension and the CPU instruction sets of each layer, each op's cpu path, the devices and the
+       backends available on each, a forced backend, the registered models.
 train  trains a registered model (mcmri_fast.models) on a dataset: mcmri_fast.train.TrainConfig's
        options as flags and/or a JSON config file; checkpoints, metrics.jsonl and config.json in the
        run folder; resumable; multi-GPU / multi-node under torchrun.
 eval   per-volume metrics (CSV, JSON summary) and PNG panels of a model or checkpoint on a split.
 recon  writes a checkpoint's reconstructions of a split as fastMRI-style HDF5 files.
-bench  times the data-consistency benchmark cases of mcmri_fast.benchmarking (the same cases as the
-       pytest-benchmark suite in benchmarks/) and prints a table with the speedup over the reference.
-demo   the main job on the builtin dataset, no arguments needed (see mcmri_fast.demo).
+bench  times the data-consistency op's benchmark cases of mcmri_fast.benchmarking (the cases of the
+       pytest-benchmark suite in benchmarks/) per provider, with the speedup over the reference; with
+       --model NAME, a whole network's forward or training step on the fused backends against the
+       reference ops.
+demo   the main job on the builtin dataset, no arguments needed: trains the registered models,
+       compares them with zero-filling, writes the figures, times the fused ops (see mcmri_fast.demo).
 
-Results go to stdout; progress and diagnostics go to stderr through logging. Bad input (an unknown
-model, a missing or corrupt file, a checkpoint of another model, CUDA asked for without CUDA) ends
-with `mcmri: error: ...` and exit status 2, not a traceback.
+Results go to stdout; progress bars (on a terminal) and diagnostics go to stderr; -q leaves warnings
+and errors only. Bad input (an unknown model or option, a missing or corrupt file, a checkpoint of
+another model, CUDA asked for without CUDA) ends with one line, `mcmri: error: ...`, and exit status
+2, not a traceback.
 """
 from __future__ import annotations
 
@@ -30,6 +36,14 @@ import torch
 
 logger = logging.getLogger(__name__)
 
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the command's one-line errors: `mcmri: error: ...` and exit status 2, no usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"mcmri: error: {message} (`{self.prog} -h` lists the options)\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -41,16 +55,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return commands[args.command](args, parser)
+        return commands[args.command](args)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         # What users get wrong (names, files, options) is reported in one line; a bug elsewhere still
         # shows its traceback, which -v keeps for these too.
         if args.verbose:
             logger.exception("mcmri %s failed", args.command)
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        print(f"mcmri: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        print("mcmri: interrupted", file=sys.stderr)
         return 130
 
 
@@ -65,21 +79,31 @@ def _report_failed_case(case_id: str, error: Exception) -> None:
 def _parser() -> argparse.ArgumentParser:
     from . import benchmarking
 
-    parser = argparse.ArgumentParser(prog="mcmri", description=__doc__.split("\n\n")[0])
-    verbosity = parser.add_mutually_exclusive_group()
-    verbosity.add_argument("-v", "--verbose", action="store_true", help="debug diagnostics on stderr")
-    verbosity.add_argument("-q", "--quiet", action="store_true", help="warnings only on stderr (no progress)")
+    parser = _Parser(
+        prog="mcmri", description=__doc__.split("\n\n")[0].replace("`mcmri` command", "mcmri command"),
+        epilog="`mcmri COMMAND -h` lists a command's options. Bad input ends with one line, `mcmri: error: ...`, "
+        "and exit status 2.",
+    )
+    _add_verbosity(parser, default=False)
     commands = parser.add_subparsers(dest="command", metavar="{info,train,eval,recon,bench,demo}")
+    verbosity = _Parser(add_help=False)
+    _add_verbosity(verbosity, default=argparse.SUPPRESS)  # after the command too; absent: the global flag's value
 
-    commands.add_parser("info", help="versions, native extension, devices and available backends")
+    commands.add_parser("info", parents=[verbosity], help="versions, native extension, CPU paths, devices, backends, models",
+                        description="What was built and what can run: the versions of mcmri_fast, Python, torch and "
+                        "triton, the native extension, the CPU instruction set of each layer and each op's cpu path, "
+                        "a forced backend, the devices and the backends each can use, the registered models.")
 
     bench = commands.add_parser(
         "bench",
-        help="time the data-consistency op per provider and print a table",
+        parents=[verbosity],
+        help="time the fused ops (or, with --model, a whole network) against the reference",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
-            "Times mcmri_fast.ops.data_consistency for each provider, shape, mask kind and mode\n"
-            "(the cases of mcmri_fast.benchmarking, as in benchmarks/bench_data_consistency.py).\n\n"
+            "Times mcmri_fast.ops.data_consistency for each provider, shape, mask kind and mode (the\n"
+            "cases of mcmri_fast.benchmarking, as in benchmarks/bench_data_consistency.py), or with\n"
+            "--model NAME a whole network (a forward, fwd, or a training step, fwd+bwd) on each\n"
+            "provider: the fused backends against the reference ops.\n\n"
             "Providers: reference (eager pure PyTorch), compile (torch.compile of the reference,\n"
             "compiled before timing), and the fused backends cpu, triton, cuda. The reference is\n"
             "always measured: the speedup column is its median over the provider's, both measured in\n"
@@ -87,10 +111,12 @@ def _parser() -> argparse.ArgumentParser:
             "shared machine's slow spells hit all providers alike. `compile` compiles each case\n"
             "before timing it (on a 2-core CPU about 10 s for the first case, 1-3 s for each further\n"
             "one). Default: paper sizes, all available providers, both mask kinds and modes: on a\n"
-            "2-core CPU 36 cases, a minute or two.\n\n"
-            "Columns: median ms per call; speedup over the reference; GB/s of the bytes the op must\n"
-            "move at least; on CUDA also % of the measured device copy bandwidth and the peak memory\n"
-            "one call allocates beyond its inputs (MB)."
+            "2-core CPU 36 data-consistency cases, a minute or two.\n\n"
+            "Columns of the op table: median ms per call; speedup over the reference; GB/s of the\n"
+            "bytes the op must move at least; on CUDA also % of the measured device copy bandwidth\n"
+            "and the peak memory one call allocates beyond its inputs (MB). With --model: median ms\n"
+            "per step, speedup, peak MB (CUDA) and, for fwd+bwd, the activations kept for the\n"
+            "backward (kept MB, any device)."
         ),
     )
     bench.add_argument("--size", choices=benchmarking.SIZES, default="paper", help="shape set (default: paper)")
@@ -132,15 +158,23 @@ def _parser() -> argparse.ArgumentParser:
         metavar="BxCxHxW",
         help="with --model: only these input shapes of the size set, e.g. 1x1x240x240 (default: all)",
     )
-    _add_workflow_commands(commands)
+    _add_workflow_commands(commands, verbosity)
     return parser
+
+
+def _add_verbosity(parser: argparse.ArgumentParser, default) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", action="store_true", default=default,
+                       help="debug diagnostics on stderr, and the traceback of an error")
+    group.add_argument("-q", "--quiet", action="store_true", default=default,
+                       help="only warnings and errors on stderr: no progress bars or progress lines")
 
 
 # ---------------------------------------------------------------------------------------------------
 # info
 
 
-def _info(args, parser=None) -> int:
+def _info(args) -> int:
     import mcmri_fast
     from . import _native, benchmarking
     from .backends import forced_backend
@@ -221,11 +255,11 @@ def _print_cpu_paths(out) -> None:
 # bench
 
 
-def _bench(args, parser) -> int:
+def _bench(args) -> int:
     from . import benchmarking
 
     if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: CUDA is not available")
+        raise ValueError("--device cuda: CUDA is not available")
     device = torch.device(args.device) if args.device else benchmarking.default_device()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -242,9 +276,9 @@ def _bench(args, parser) -> int:
             report_skip("skipping provider %s: %s", provider, reason)
     modes = benchmarking.select(args.modes, benchmarking.MODES, "modes")
     if args.model is not None:
-        return _bench_model(args, parser, device, providers, modes)
+        return _bench_model(args, device, providers, modes)
     if args.shapes is not None:
-        parser.error("--shapes selects model shapes: use it with --model")
+        raise ValueError("--shapes selects model shapes: use it with --model")
     masks = benchmarking.select(args.masks, benchmarking.MASK_KINDS, "masks")
     cases = benchmarking.data_consistency_cases(args.size, providers, masks, modes)
 
@@ -301,19 +335,21 @@ def _shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def _bench_model(args, parser, device: torch.device, providers: list[str], modes: tuple[str, ...]) -> int:
+def _bench_model(args, device: torch.device, providers: list[str], modes: tuple[str, ...]) -> int:
     """`bench --model NAME`: each case's providers timed interleaved; a table of ms and speedups."""
     from . import benchmarking
+    from .models import get_model_spec
 
+    get_model_spec(args.model)  # an unknown name: UnknownModelError, listing the registered models
     cases = benchmarking.model_cases(args.size, providers, modes, models=(args.model,))
     if not cases:
         known = sorted({model for model, _, _ in benchmarking.MODEL_SHAPES[args.size]})
-        parser.error(f"--model {args.model}: no benchmark cases; models with cases: {', '.join(known)}")
+        raise ValueError(f"--model {args.model}: no benchmark cases; models with cases: {', '.join(known)}")
     if args.shapes is not None:
         shapes = sorted({case.shape for case in cases})
         cases = [case for case in cases if case.shape in args.shapes]
         if not cases:
-            parser.error(f"--shapes: none of the {args.size} shapes of {args.model}: "
+            raise ValueError(f"--shapes: none of the {args.size} shapes of {args.model}: "
                          f"{' '.join('x'.join(map(str, shape)) for shape in shapes)}")
     groups: dict[str, list] = {}
     for case in cases:
@@ -352,20 +388,21 @@ def _bench_model(args, parser, device: torch.device, providers: list[str], modes
 
 
 def _progress(groups):
-    """Yields the case groups, showing progress on stderr (a tqdm bar when tqdm is installed)."""
+    """Yields the case groups, showing progress on stderr: a bar on a terminal, else a log line per
+    group (a log file gets lines, not a bar's carriage returns); nothing under -q."""
+    from ._progress import progress_bar
+
+    bar = progress_bar(logger.isEnabledFor(logging.INFO), total=len(groups), unit="group")
     try:
-        from tqdm import tqdm
-    except ImportError:  # tqdm is optional: plain progress lines instead
-        tqdm = None
-    if tqdm is not None and logger.isEnabledFor(logging.INFO):
-        bar = tqdm(groups, unit="group", file=sys.stderr)
-        for group in bar:
-            bar.set_postfix_str(group[0].group)
+        for index, group in enumerate(groups, 1):
+            if bar.disable:
+                logger.info("[%d/%d] %s", index, len(groups), group[0].group)
+            else:
+                bar.set_postfix_str(group[0].group)
             yield group
-        return
-    for index, group in enumerate(groups, 1):
-        logger.info("[%d/%d] %s", index, len(groups), group[0].group)
-        yield group
+            bar.update(1)
+    finally:
+        bar.close()
 
 
 def _header(env: dict, device: torch.device, title: str = "data_consistency") -> str:
@@ -468,9 +505,9 @@ def _add_run_options(sub: argparse.ArgumentParser) -> None:
     run.add_argument("--batch-size", type=int, default=None, help="batch size (per process)")
 
 
-def _add_workflow_commands(commands) -> None:
+def _add_workflow_commands(commands, verbosity: argparse.ArgumentParser) -> None:
     train = commands.add_parser(
-        "train", help="train a registered model",
+        "train", parents=[verbosity], help="train a registered model (the paper's defaults; resumable; DDP under torchrun)",
         description="Trains a model of mcmri_fast.models. Options not given take the config file's value, "
         "else the paper's default (the model's registry entry). Under torchrun, one process per GPU "
         "(DistributedDataParallel).",
@@ -492,8 +529,17 @@ def _add_workflow_commands(commands) -> None:
     _add_data_options(train, training=True)
     _add_run_options(train)
 
-    for name, help_text in (("eval", "score a model or checkpoint on a split"), ("recon", "write a checkpoint's reconstructions")):
-        sub = commands.add_parser(name, help=help_text)
+    descriptions = {
+        "eval": ("score a model or checkpoint on a split: metrics per volume, PNG panels",
+                 "Per-volume NMSE, PSNR, SSIM and MAE (fastMRI definitions) of a checkpoint, or of zero_filled, on a "
+                 "split (default: the builtin test split, or the checkpoint's data): metrics.csv, summary.json (mean "
+                 "± std over the volumes, reconstruction time per slice) and PNG panels in OUT/panels/."),
+        "recon": ("write a checkpoint's reconstructions as HDF5 files",
+                  "A checkpoint's reconstructions of a split, one fastMRI-style HDF5 file per volume "
+                  "(reconstruction float32 [S, H, W])."),
+    }
+    for name, (help_text, description) in descriptions.items():
+        sub = commands.add_parser(name, parents=[verbosity], help=help_text, description=description)
         sub.add_argument("--model", default=None, help="a model name (zero_filled needs no checkpoint) or a checkpoint path")
         sub.add_argument("--checkpoint", default=None, help="a checkpoint (best.pt or last.pt of a run)")
         sub.add_argument("--out", required=True, help="output folder" + (" (or one .h5 file for a one-volume split)" if name == "recon" else ""))
@@ -502,14 +548,20 @@ def _add_workflow_commands(commands) -> None:
         _add_data_options(sub, training=False)
         _add_run_options(sub)
 
-    demo = commands.add_parser("demo", help="train, evaluate and compare the baselines on the builtin dataset")
+    demo = commands.add_parser(
+        "demo", parents=[verbosity], help="the main job: train, compare and time the models on the builtin dataset",
+        description="Trains each registered model briefly on the builtin dataset (the budget of its registry entry), "
+        "evaluates them against zero-filling on the test split, prints the table, writes results.md, results.json, "
+        "the runs and the evaluations with their panels to OUT, and times the fused data-consistency op against the "
+        "reference. About 10 minutes on 2 CPU cores.",
+    )
     demo.add_argument("--out", default="demo", help="output folder (default: ./demo)")
     demo.add_argument("--steps-per-epoch", type=int, default=None, metavar="N",
                       help="cut each training epoch to N steps, for a quicker, rougher run (default: whole epochs)")
     demo.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
 
 
-def _train(args, parser) -> int:
+def _train(args) -> int:
     from . import train as training
 
     if args.resume and not args.run_dir:
@@ -551,7 +603,7 @@ def _eval_kwargs(args) -> tuple[str, dict]:
     return model, kwargs
 
 
-def _eval(args, parser) -> int:
+def _eval(args) -> int:
     from .evaluate import evaluate
 
     model, kwargs = _eval_kwargs(args)
@@ -562,7 +614,7 @@ def _eval(args, parser) -> int:
     return 0
 
 
-def _recon(args, parser) -> int:
+def _recon(args) -> int:
     from .evaluate import reconstruct
 
     model, kwargs = _eval_kwargs(args)
@@ -571,7 +623,7 @@ def _recon(args, parser) -> int:
     return 0
 
 
-def _demo(args, parser) -> int:
+def _demo(args) -> int:
     from .demo import run_demo
 
     run_demo(args.out, steps_per_epoch=args.steps_per_epoch, device=args.device, progress=not args.quiet)

@@ -32,9 +32,8 @@ def test_bench_model_small_prints_interleaved_speedups(capsys):
     assert lines[0].startswith("# model fsmnet")
     rows = {line.split()[1]: line.split() for line in lines[3:]}
     assert set(rows) == {"reference", "cpu"} and rows["cpu"][3].endswith("x")
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(["bench", "--model", "nope", "--size", "small"])
-    assert exit_info.value.code == 2 and "no benchmark cases" in capsys.readouterr().err
+    assert cli.main(["bench", "--model", "unet", "--size", "small"]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "--model unet: no benchmark cases; models with cases: fsmnet")
 
 
 def test_bench_model_reports_the_activations_kept_for_backward(capsys):
@@ -86,14 +85,14 @@ def test_bench_model_shapes_select_cases(capsys):
             "--modes", "fwd", "--shapes", "1x1x32x32"]
     assert cli.main(args) == 0
     assert "1x1x32x32" in capsys.readouterr().out
-    for bad, message in ((["--shapes", "1x1x64x64"], "none of the small shapes of fsmnet: 1x1x32x32"),
-                         (["--shapes", "1x1x32"], "expected four positive sizes BxCxHxW")):
-        with pytest.raises(SystemExit) as exit_info:
-            cli.main(args[:-2] + bad)
-        assert exit_info.value.code == 2 and message in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(["bench", "--size", "small", "--shapes", "1x1x32x32"])
-    assert exit_info.value.code == 2 and "use it with --model" in capsys.readouterr().err
+    assert cli.main(args[:-2] + ["--shapes", "1x1x64x64"]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "none of the small shapes of fsmnet: 1x1x32x32")
+    with pytest.raises(SystemExit) as exit_info:  # argparse's type check
+        cli.main(args[:-2] + ["--shapes", "1x1x32"])
+    assert exit_info.value.code == 2
+    _assert_one_line_error(capsys.readouterr().err, "expected four positive sizes BxCxHxW")
+    assert cli.main(["bench", "--size", "small", "--shapes", "1x1x32x32"]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "use it with --model")
 
 
 def test_bench_small_prints_table_with_speedup(capsys):
@@ -115,11 +114,57 @@ def test_bench_small_prints_table_with_speedup(capsys):
             assert row[speedup] == "1.00x"
 
 
+def _assert_one_line_error(err: str, message: str) -> None:
+    """What the README promises for bad input: one line, `mcmri: error: ...`, no usage, no traceback."""
+    assert err.startswith("mcmri: error:") and err.endswith("\n") and err.count("\n") == 1, err
+    assert message in err, err
+
+
 def test_bench_rejects_unknown_provider(capsys):
-    try:
+    with pytest.raises(SystemExit) as exit_info:
         cli.main(["bench", "--providers", "nonsense"])
-    except SystemExit as exc:
-        assert exc.code == 2
-    else:
-        raise AssertionError("an unknown provider was accepted")
-    assert "invalid choice" in capsys.readouterr().err
+    assert exit_info.value.code == 2
+    _assert_one_line_error(capsys.readouterr().err, "invalid choice: 'nonsense'")
+
+
+def test_bench_unknown_model_is_one_line(capsys):
+    assert cli.main(["bench", "--model", "nosuch"]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "unknown model 'nosuch'; the registered models are: ")
+    result = subprocess.run([sys.executable, "-m", "mcmri_fast", "bench", "--model", "nosuch"], capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 2 and result.stdout == ""
+    _assert_one_line_error(result.stderr, "nosuch")
+
+
+def test_quiet_and_verbose_go_before_or_after_the_command():
+    parser = cli._parser()
+    for argv, quiet, verbose in ((["demo"], False, False), (["-q", "demo"], True, False), (["demo", "-q"], True, False),
+                                 (["bench", "--quiet"], True, False), (["-v", "info"], False, True), (["info", "-v"], False, True)):
+        args = parser.parse_args(argv)
+        assert (args.quiet, args.verbose) == (quiet, verbose), argv
+
+
+def test_help_describes_what_the_commands_do(capsys):
+    for argv in (["--help"], ["bench", "-h"], ["info", "-h"], ["demo", "-h"]):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(argv)
+        assert exit_info.value.code == 0
+        text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+        if argv == ["--help"]:
+            assert "--model, a whole network" in text and "time the models" in text and "-q, --quiet" in text
+            assert "`mcmri: error: ...`, and exit status 2" in text
+        elif argv[0] == "bench":
+            assert "data_consistency" in text and "--model NAME a whole network" in text and "kept MB" in text
+        elif argv[0] == "info":
+            assert "instruction set" in text and "registered models" in text
+        else:
+            assert "evaluates them against zero-filling" in text and "times the fused data-consistency op" in text
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_bench_progress_shows_on_a_terminal_unless_quiet(monkeypatch, capsys, quiet):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # capsys's stderr stands in for a terminal
+    args = ["bench", "--size", "small", "--providers", "reference", "--modes", "fwd", "--masks", "1d", "--min-run-time", "0.001"]
+    assert cli.main(["-q", *args] if quiet else args) == 0
+    err = capsys.readouterr().err
+    assert ("group/s" in err or "group]" in err) != quiet, err
