@@ -1,6 +1,7 @@
 """The `mcmri` command: train → eval → recon through the CLI, bad input, and the U-Net baseline
 against zero-filling on the builtin test split (small sizes: a cropped, narrow U-Net)."""
 import json
+import re
 import subprocess
 import sys
 
@@ -77,6 +78,35 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
     assert err.startswith("mcmri: error:")
 
 
+@pytest.mark.parametrize("content", [b"", b".", b"\x80\x02]q\x00a.", b"not a checkpoint", b"PK\x03\x04" + bytes(200)])
+def test_a_corrupt_checkpoint_is_one_line_naming_the_file(tmp_path, capsys, content):
+    """torch.load's own errors for these ("pop from empty list", "list index out of range", "Unsupported
+    operand 110", a miniz error) say nothing about the file: one line says what it is."""
+    path = tmp_path / "broken.pt"
+    path.write_bytes(content)
+    code, _, err = _run(["eval", "--model", str(path), "--out", str(tmp_path / "e")], capsys)
+    assert code == 2
+    assert err == f"mcmri: error: {path}: not a readable checkpoint: the file ({len(content)} bytes) is corrupt, " \
+                  "truncated or not a torch.save file\n"
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_training_progress_shows_on_a_terminal_unless_quiet(tmp_path, monkeypatch, capsys, quiet):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # capsys's stderr stands in for a terminal
+    args = ["train", "--model", "unet", *TINY, "--epochs", "1", "--max-steps-per-epoch", "2", "--run-dir", str(tmp_path / "r")]
+    assert cli.main(["-q", *args] if quiet else args) == 0
+    err = capsys.readouterr().err
+    bars = re.search(r"epoch 1/1: +\d+%\|", err) and re.search(r"validation: +\d+%\|", err)  # tqdm's "desc: 50%|"
+    assert bool(bars) != quiet, err
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path, capsys):
+    args = ["train", "--model", "unet", *TINY, "--epochs", "1", "--max-steps-per-epoch", "2", "--run-dir", str(tmp_path / "r")]
+    assert cli.main(args) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and not re.search(r"\d+%\|", err), err
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
 def test_cuda_request_without_cuda(tmp_path, capsys):
     code, _, err = _run(["train", "--device", "cuda", "--run-dir", str(tmp_path / "r")], capsys)
@@ -122,6 +152,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     code, out, err = _run(["demo", "--out", str(tmp_path / "demo"), "--steps-per-epoch", "1"], capsys)
     assert code == 0, err
     assert "zero_filled" in out and "data_consistency" in out
+    assert "Test split: 1 volume, 16 slices" in out and "±" not in out  # the builtin test split is one brain
     results = json.loads((tmp_path / "demo" / "results.json").read_text())
     trained = [n for n in models.model_names() if models.get_model_spec(n).trainable]
     assert set(results["models"]) == {"zero_filled", *trained}
@@ -174,3 +205,22 @@ def test_kill_and_resume_repeat_the_uninterrupted_run(tmp_path, capsys):
     whole, resumed = _step_losses(tmp_path / "whole"), _step_losses(killed)
     assert len(whole) == 40 and resumed.keys() == whole.keys()
     assert resumed == whole
+
+
+def _summary(volumes: int, psnr: float, std: float) -> dict:
+    return {"volumes": volumes, "slices": 16 * volumes, "time_per_slice_ms": 12.34,
+            "metrics": {m: {"mean": psnr if m == "psnr" else 0.5, "std": std} for m in ("nmse", "psnr", "ssim", "mae")}}
+
+
+def test_demo_table_shows_a_spread_only_over_several_volumes():
+    from mcmri_fast.demo import _split_line, model_table
+
+    one = model_table({"zero_filled": _summary(1, 24.9224, 0.0), "unet": _summary(1, 26.5, 0.0)})
+    lines = one.splitlines()
+    assert lines[0].split() == ["model", "PSNR", "(dB)", "SSIM", "NMSE", "ms/slice"]
+    assert lines[2].split() == ["zero_filled", "24.9224", "0.5000", "0.5000", "12.3"] and "±" not in one
+    several = model_table({"unet": _summary(3, 26.5, 0.25)})
+    assert several.splitlines()[2].split() == ["unet", "26.5000", "±", "0.2500", "0.5000", "±", "0.2500", "0.5000", "±",
+                                               "0.2500", "12.3"]
+    assert "1 volume, 16 slices" in _split_line(_summary(1, 0, 0)) and "no spread" in _split_line(_summary(1, 0, 0))
+    assert "3 volumes, 48 slices" in _split_line(_summary(3, 0, 0)) and "mean ± std" in _split_line(_summary(3, 0, 0))
