@@ -34,26 +34,40 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-# ATen's capability that goes with each cap of the library's kernels
+# The variables that cap the CPU instruction sets (mcmri_fast.cpu_isa), and ATen's capability that goes
+# with each cap of the library's kernels
+ISA_CAPS = ("MCMRI_FAST_CPU_ISA", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 _ATEN_CAPABILITY = {"baseline": "default", "avx2": "avx2", "avx512": "avx512"}
 
 
 @pytest.fixture
-def run_on_cpu_kernels(tmp_path):
-    """run(isa, script) -> its stdout: runs a Python script in a fresh process with the CPU kernels capped
-    to `isa` ("baseline", "avx2" or "avx512"; MCMRI_FAST_CPU_ISA, and ATen's capability with it: the
-    choice is made once per process), one thread; fails the test if it fails. A CPU without `isa` runs
-    the highest one it has below it."""
+def run_python(tmp_path):
+    """run(script, **env) -> its stdout: runs a Python script in a fresh process, one thread, with the ISA
+    caps given in env and none of this process's (the choice is made once per process); fails the test
+    if it fails."""
 
-    def run(isa: str, script: str) -> str:
-        path = tmp_path / f"{isa}_check.py"
+    def run(script: str, **env: str) -> str:
+        path = tmp_path / "script.py"
         path.write_text(script)
-        env = dict(os.environ, MCMRI_FAST_CPU_ISA=isa, ATEN_CPU_CAPABILITY=_ATEN_CAPABILITY[isa], OMP_NUM_THREADS="1")
+        environment = {k: v for k, v in os.environ.items() if k not in ISA_CAPS}
+        environment.update(env, OMP_NUM_THREADS="1")
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-        result = subprocess.run([sys.executable, str(path)], env=env, capture_output=True, text=True, timeout=120)
+        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [root, environment.get("PYTHONPATH")]))
+        result = subprocess.run([sys.executable, str(path)], env=environment, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr[-2000:]
         return result.stdout
+
+    return run
+
+
+@pytest.fixture
+def run_on_cpu_kernels(run_python):
+    """run(isa, script) -> its stdout: run_python with the CPU kernels capped to `isa` ("baseline", "avx2"
+    or "avx512"; MCMRI_FAST_CPU_ISA, and ATen's capability with it). A CPU without `isa` runs the
+    highest one it has below it."""
+
+    def run(isa: str, script: str) -> str:
+        return run_python(script, MCMRI_FAST_CPU_ISA=isa, ATEN_CPU_CAPABILITY=_ATEN_CAPABILITY[isa])
 
     return run
 

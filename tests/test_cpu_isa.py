@@ -2,8 +2,6 @@
 error, and ops whose fast path needs a higher ISA take the next path with the same results. The choice is
 made once per process, so each case runs in a fresh one."""
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -12,44 +10,31 @@ from mcmri_fast import _native, cpu_isa
 
 pytestmark = pytest.mark.skipif(not _native.native_loaded(), reason="needs the native extension")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CAPS = ("MCMRI_FAST_CPU_ISA", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 
-
-def _run(script: str, **env: str) -> subprocess.CompletedProcess:
-    """Runs script in a fresh process with the caps given (and no others)."""
-    environment = {k: v for k, v in os.environ.items() if k not in CAPS}
-    environment.update(env, OMP_NUM_THREADS="1")
-    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, environment.get("PYTHONPATH")]))
-    return subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True, timeout=120)
-
-
-def _kernel_isa(**env: str) -> str:
-    result = _run("from mcmri_fast import cpu_isa; print(cpu_isa.kernel_isa())", **env)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout.strip()
+def _kernel_isa(run_python, **env: str) -> str:
+    return run_python("from mcmri_fast import cpu_isa; print(cpu_isa.kernel_isa())", **env).strip()
 
 
 def _has_avx2() -> bool:
     return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
 
 
-def test_the_library_cap_is_honoured():
-    assert _kernel_isa(MCMRI_FAST_CPU_ISA="baseline") == "baseline"
-    assert _kernel_isa(MCMRI_FAST_CPU_ISA="BASELINE", ATEN_CPU_CAPABILITY="avx2") == "baseline"
+def test_the_library_cap_is_honoured(run_python):
+    assert _kernel_isa(run_python, MCMRI_FAST_CPU_ISA="baseline") == "baseline"
+    assert _kernel_isa(run_python, MCMRI_FAST_CPU_ISA="BASELINE", ATEN_CPU_CAPABILITY="avx2") == "baseline"
     if _has_avx2():
-        assert _kernel_isa(MCMRI_FAST_CPU_ISA="avx2") == "avx2"
+        assert _kernel_isa(run_python, MCMRI_FAST_CPU_ISA="avx2") == "avx2"
         # a cap above what the CPU has gives what it has
-        assert _kernel_isa(MCMRI_FAST_CPU_ISA="avx512") in ("avx2", "avx512")
+        assert _kernel_isa(run_python, MCMRI_FAST_CPU_ISA="avx512") in ("avx2", "avx512")
 
 
-def test_unset_it_follows_atens_capability():
-    assert _kernel_isa(ATEN_CPU_CAPABILITY="default") == "baseline"
+def test_unset_it_follows_atens_capability(run_python):
+    assert _kernel_isa(run_python, ATEN_CPU_CAPABILITY="default") == "baseline"
     if _has_avx2():
-        assert _kernel_isa(ATEN_CPU_CAPABILITY="avx2") == "avx2"
+        assert _kernel_isa(run_python, ATEN_CPU_CAPABILITY="avx2") == "avx2"
 
 
-def test_a_bad_value_is_a_clear_error_for_every_caller():
+def test_a_bad_value_is_a_clear_error_for_every_caller(run_python):
     script = """
 import torch
 from mcmri_fast import cpu_isa
@@ -63,9 +48,7 @@ try:
 except RuntimeError as exc:
     print("op:", str(exc).splitlines()[0])
 """
-    result = _run(script, MCMRI_FAST_CPU_ISA="avx3")
-    assert result.returncode == 0, result.stderr[-2000:]
-    lines = result.stdout.splitlines()
+    lines = run_python(script, MCMRI_FAST_CPU_ISA="avx3").splitlines()
     assert len(lines) == 2
     for line in lines:
         assert "MCMRI_FAST_CPU_ISA must be baseline, avx2 or avx512, got 'avx3'" in line
@@ -82,7 +65,7 @@ def test_in_process_query_matches_the_process_caps():
     assert "conv3x3" in ops and "conv1x1" in ops
 
 
-def test_bfloat16_products_without_onednn_support_match():
+def test_bfloat16_products_without_onednn_support_match(run_python):
     """oneDNN has no bfloat16 inner product at AVX2: conv1x1 must find that out once and take
     torch.matmul, with the same results (what crashed FSMNet under bfloat16 autocast on AVX2 CPUs)."""
     script = """
@@ -101,15 +84,13 @@ torch.testing.assert_close(out.float(), expected, atol=5e-2, rtol=5e-2)
 assert x.grad is not None and w.grad is not None
 print(onednn_supports(torch.bfloat16), onednn_supports(torch.float32))
 """
-    result = _run(script, ONEDNN_MAX_CPU_ISA="AVX2", ATEN_CPU_CAPABILITY="avx2", MCMRI_FAST_CPU_ISA="avx2")
-    assert result.returncode == 0, result.stderr[-2000:]
-    bf16, fp32 = result.stdout.split()
+    out = run_python(script, ONEDNN_MAX_CPU_ISA="AVX2", ATEN_CPU_CAPABILITY="avx2", MCMRI_FAST_CPU_ISA="avx2")
+    bf16, fp32 = out.split()
     assert bf16 == "False" and fp32 == "True"
 
 
-def test_info_names_the_isa_and_paths():
-    result = _run("from mcmri_fast.cli import main; main(['info'])", MCMRI_FAST_CPU_ISA="baseline")
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "mcmri_fast kernels: baseline" in result.stdout
-    assert "MCMRI_FAST_CPU_ISA=baseline" in result.stdout
-    assert "conv3x3" in result.stdout and "no Winograd kernel for this ISA" in result.stdout
+def test_info_names_the_isa_and_paths(run_python):
+    out = run_python("from mcmri_fast.cli import main; main(['info'])", MCMRI_FAST_CPU_ISA="baseline")
+    assert "mcmri_fast kernels: baseline" in out
+    assert "MCMRI_FAST_CPU_ISA=baseline" in out
+    assert "conv3x3" in out and "no Winograd kernel for this ISA" in out
