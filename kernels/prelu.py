@@ -1,5 +1,5 @@
-"""Triton kernels of PReLU, the GPU twin of the C++ ops torch.ops.mcmri_fast.prelu_fwd and prelu_bwd
-(csrc/prelu_ops.cpp is the contract; csrc/cpu/prelu.cpp implements it on the CPU).
+"""Triton kernels of PReLU, the twins of the C++ ops torch.ops.mcmri_fast.prelu_fwd and prelu_bwd (their
+contract is csrc/prelu.h; the op, mcmri_fast/ops/prelu.py, has checked the arguments).
 
 Shapes, once contiguous: x, grad [B, C, N] (N = the product of the spatial sizes), weight [1] (one
 slope) or [C], one dtype. With w the slope of row (b, c):
@@ -55,27 +55,6 @@ def _prelu_bwd_kernel(grad_ptr, x_ptr, weight_ptr, grad_x_ptr, partials_ptr, C, 
         tl.store(partials_ptr + tl.program_id(0), tl.sum(tl.where(x > 0, 0.0, x * g), axis=0))
 
 
-def _check(condition: bool, *message) -> None:
-    if not condition:
-        raise RuntimeError("".join(str(part) for part in message))
-
-
-def _check_args(op: str, x, weight, grad=None):
-    """The checks of check_prelu_args (csrc/prelu_args.h); returns (B, C, N)."""
-    _check(x.dim() >= 2, op, ": x must be [B, C, *spatial], got ", tuple(x.shape))
-    _check(x.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16),
-           op, ": x must be float32, float64, float16 or bfloat16, got ", x.dtype)
-    B, C = x.shape[:2]
-    _check(tuple(weight.shape) in ((1,), (C,)) and weight.dtype == x.dtype,
-           op, ": weight must be [1] or [C] = [", C, "] of x's dtype, got ", tuple(weight.shape), " ", weight.dtype)
-    if grad is not None:
-        _check(grad.shape == x.shape and grad.dtype == x.dtype, op, ": grad must match x, got ", tuple(grad.shape))
-    for t in (weight, grad):
-        if t is not None:
-            _check(t.device == x.device, op, ": all tensors must be on ", x.device, ", got ", t.device)
-    return B, C, x.numel() // (B * C) if B * C else 0
-
-
 def _launch(B: int, C: int, N: int, dtype: torch.dtype, shared: bool) -> tuple[tuple[int], int, dict]:
     """(grid, blocks per row, meta-parameters)."""
     block = min(triton.next_power_of_2(max(N, 1)), _MAX_BLOCK)
@@ -84,9 +63,14 @@ def _launch(B: int, C: int, N: int, dtype: torch.dtype, shared: bool) -> tuple[t
     return (B * C * n_blocks,), n_blocks, dict(SHARED=shared, COMPUTE=compute, BLOCK=block, num_warps=_NUM_WARPS)
 
 
-def prelu_forward(x, weight) -> torch.Tensor:
-    """The semantics of torch.ops.mcmri_fast.prelu_fwd: inputs of any strides, contiguous output."""
-    B, C, N = _check_args("prelu_fwd", x, weight)
+def _sizes(x) -> tuple[int, int, int]:
+    B, C = x.shape[:2]
+    return B, C, x.numel() // (B * C) if B * C else 0
+
+
+def prelu_fwd(x, weight) -> torch.Tensor:
+    """torch.ops.mcmri_fast.prelu_fwd (csrc/prelu.h) on CUDA tensors: inputs of any strides, contiguous output."""
+    B, C, N = _sizes(x)
     x, weight = x.contiguous(), weight.contiguous()
     out = torch.empty_like(x)
     if out.numel() == 0:
@@ -96,10 +80,10 @@ def prelu_forward(x, weight) -> torch.Tensor:
     return out
 
 
-def prelu_backward(grad, x, weight, need_x: bool, need_weight: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The semantics of torch.ops.mcmri_fast.prelu_bwd: (grad_x, weight_rows [B, C] in float32, float64
-    for float64 x), an empty tensor for each one not asked for; grad of any strides."""
-    B, C, N = _check_args("prelu_bwd", x, weight, grad)
+def prelu_bwd(grad, x, weight, need_x: bool, need_weight: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch.ops.mcmri_fast.prelu_bwd (csrc/prelu.h): (grad_x, weight_rows [B, C] in float32, float64 for
+    float64 x), an empty tensor for each one not asked for; grad of any strides."""
+    B, C, N = _sizes(x)
     accumulate = torch.float64 if x.dtype == torch.float64 else torch.float32
     grad, x, weight = grad.contiguous(), x.contiguous(), weight.contiguous()
     grad_x = torch.empty_like(x) if need_x else x.new_empty(0)

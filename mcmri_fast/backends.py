@@ -5,6 +5,11 @@ of mcmri_fast._C) and `reference` (pure PyTorch). On a CUDA tensor an op runs th
 backend of its CUDA order (by default cuda, triton, reference), on a CPU tensor the first of its CPU
 order (cpu, reference). `MCMRI_FAST_BACKEND=<name>` or `with mcmri_fast.use_backend(name):` forces one;
 forcing a backend that cannot run the inputs raises `BackendUnavailableError`, never falls back.
+
+Every op states which backends it has (`supported`, which may depend on the inputs: conv3x3 has no
+Triton kernel, cuDNN is its CUDA path). To run a whole network on one backend where its ops have it,
+force a preference: `use_backend("triton", "cuda")` (or MCMRI_FAST_BACKEND=triton,cuda) runs each op
+on the first of these it supports and can run, and raises for an op that has none of them.
 """
 import contextlib
 import contextvars
@@ -27,7 +32,7 @@ __all__ = [
 BACKENDS = ("cuda", "triton", "cpu", "reference")
 DEFAULT_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")}
 
-_forced: contextvars.ContextVar[str | None] = contextvars.ContextVar("mcmri_fast_backend", default=None)
+_forced: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar("mcmri_fast_backend", default=None)
 
 
 class BackendUnavailableError(RuntimeError):
@@ -41,21 +46,30 @@ def _check_name(name: str) -> str:
 
 
 @contextlib.contextmanager
-def use_backend(name: str | None):
-    """Force backend `name` for the ops called inside the block (None defers to MCMRI_FAST_BACKEND)."""
-    token = _forced.set(None if name is None else _check_name(name))
+def use_backend(*names: str | None):
+    """Force backend `name` for the ops called inside the block, or with several names the first of them
+    that each op supports and can run (`use_backend("triton", "cuda")`); None defers to MCMRI_FAST_BACKEND."""
+    if names == (None,):
+        forced = None
+    elif not names:
+        raise TypeError("use_backend needs a backend name (or None)")
+    else:
+        forced = tuple(_check_name(name) for name in names)
+    token = _forced.set(forced)
     try:
         yield
     finally:
         _forced.reset(token)
 
 
-def forced_backend() -> str | None:
-    """The backend forced by `use_backend` or, outside it, by MCMRI_FAST_BACKEND; None if automatic."""
-    name = _forced.get()
-    if name is None:
-        name = os.environ.get("MCMRI_FAST_BACKEND") or None
-    return None if name is None else _check_name(name)
+def forced_backends() -> tuple[str, ...]:
+    """The backends forced by `use_backend` or, outside it, by MCMRI_FAST_BACKEND (comma-separated), in
+    preference order; empty if the choice is automatic."""
+    forced = _forced.get()
+    if forced is None:
+        value = os.environ.get("MCMRI_FAST_BACKEND", "")
+        forced = tuple(_check_name(name.strip()) for name in value.split(",") if name.strip())
+    return forced
 
 
 def _triton_interpreted() -> bool:
@@ -110,22 +124,23 @@ def available_backends(device: torch.device | str) -> list[str]:
 
 
 def select_backend(op: str, device: torch.device, supported: tuple[str, ...] = BACKENDS, order=None) -> str:
-    """The backend that runs `op` on `device`: the forced one (checked) or the first available one.
+    """The backend that runs `op` on `device`: the first forced one that `op` supports and that can run
+    (raising BackendUnavailableError when none can), else the first available one of the order.
 
     supported: the backends `op` has for these inputs (e.g. dtype); order: the op's preference per
     device type, defaulting to DEFAULT_ORDER.
     """
-    forced = forced_backend()
-    if forced is not None:
-        if forced not in supported:
-            raise BackendUnavailableError(
-                f"{op}: backend {forced!r} was forced but does not support these inputs "
-                f"(supported: {', '.join(supported)})"
-            )
-        reason = backend_status(forced, device)
-        if reason is not None:
-            raise BackendUnavailableError(f"{op}: backend {forced!r} was forced but is unavailable: {reason}")
-        return forced
+    forced = forced_backends()
+    if forced:
+        reasons = []
+        for name in forced:
+            reason = backend_status(name, device) if name in supported else (
+                f"{op} has no {name} implementation for these inputs (it has: {', '.join(supported)})")
+            if reason is None:
+                return name
+            reasons.append(f"{name!r}: {reason}")
+        what = "was forced but is unavailable" if len(forced) == 1 else "were forced but none can run"
+        raise BackendUnavailableError(f"{op}: backend {' or '.join(map(repr, forced))} {what}: " + "; ".join(reasons))
     order = (order or DEFAULT_ORDER).get(device.type, ("reference",))
     for name in order:
         if name in supported and backend_status(name, device) is None:

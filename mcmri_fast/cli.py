@@ -177,7 +177,7 @@ def _add_verbosity(parser: argparse.ArgumentParser, default) -> None:
 def _info(args) -> int:
     import mcmri_fast
     from . import _native, benchmarking
-    from .backends import forced_backend
+    from .backends import forced_backends
 
     out = sys.stdout
     print(f"mcmri_fast {mcmri_fast.__version__} ({os.path.dirname(mcmri_fast.__file__)})", file=out)
@@ -201,8 +201,8 @@ def _info(args) -> int:
     _print_cpu_paths(out)
 
     try:
-        forced = forced_backend()
-        forced = f"MCMRI_FAST_BACKEND={forced}" if forced else "none (automatic choice)"
+        forced = forced_backends()
+        forced = f"MCMRI_FAST_BACKEND={','.join(forced)}" if forced else "none (automatic choice)"
     except ValueError as exc:  # a bad MCMRI_FAST_BACKEND: info should say so, not crash
         forced = f"MCMRI_FAST_BACKEND is invalid: {exc}"
     print(f"forced     {forced}", file=out)

@@ -3,7 +3,7 @@ import torch
 
 import mcmri_fast
 from mcmri_fast import _native
-from mcmri_fast.backends import BackendUnavailableError, backend_status, forced_backend, select_backend
+from mcmri_fast.backends import BackendUnavailableError, backend_status, forced_backends, select_backend
 
 
 def test_reference_always_available():
@@ -24,18 +24,29 @@ def test_forcing_with_context_manager_and_env(monkeypatch):
     monkeypatch.delenv("MCMRI_FAST_BACKEND", raising=False)
     with mcmri_fast.use_backend("reference"):
         assert select_backend("op", torch.device("cpu")) == "reference"
-    assert forced_backend() is None
+    assert forced_backends() == ()
     monkeypatch.setenv("MCMRI_FAST_BACKEND", "reference")
     assert select_backend("op", torch.device("cpu")) == "reference"
     with mcmri_fast.use_backend(None):  # None defers to the environment
-        assert forced_backend() == "reference"
+        assert forced_backends() == ("reference",)
+    monkeypatch.setenv("MCMRI_FAST_BACKEND", "cuda, reference")
+    assert forced_backends() == ("cuda", "reference")
+    assert select_backend("op", torch.device("cpu")) == "reference"
 
 
 def test_forcing_an_unavailable_backend_raises():
     with mcmri_fast.use_backend("cuda"), pytest.raises(BackendUnavailableError, match="forced but is unavailable"):
         select_backend("op", torch.device("cpu"))
-    with mcmri_fast.use_backend("cpu"), pytest.raises(BackendUnavailableError, match="does not support"):
+    with mcmri_fast.use_backend("cpu"), pytest.raises(BackendUnavailableError, match="has no cpu implementation"):
         select_backend("op", torch.device("cpu"), supported=("reference",))
+
+
+def test_a_forced_preference_takes_the_first_backend_the_op_has():
+    cpu = torch.device("cpu")
+    with mcmri_fast.use_backend("triton", "reference"):
+        assert select_backend("op", cpu, supported=("cpu", "reference")) == "reference"
+    with mcmri_fast.use_backend("cuda", "cpu"), pytest.raises(BackendUnavailableError, match="'cuda' or 'cpu'"):
+        select_backend("op", cpu, supported=("cuda", "reference"))
 
 
 def test_unknown_backend_name():

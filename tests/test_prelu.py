@@ -191,9 +191,9 @@ def test_module_is_nn_prelu_on_the_op():
 def test_dispatch_and_forcing():
     x, weight, _ = _inputs((1, 8, 4))
     expected = "cpu" if backend_status("cpu", torch.device("cpu")) is None else "reference"
-    from mcmri_fast.ops.prelu import _select
+    from mcmri_fast.ops.prelu import _prelu
 
-    assert _select(x.device) == expected
+    assert _prelu.select(x.device) == expected
     with mcmri_fast.use_backend("cuda"), pytest.raises(BackendUnavailableError, match="prelu"):
         prelu(x, weight)
 

@@ -26,13 +26,11 @@
 #include "depthwise_conv_kernels.h"
 #include "frequency_kernels.h"
 #include "gated_fusion_kernels.h"
-#include "prelu_kernels.h"
 
 #include "channel_attention_kernel_table.h"
 #include "depthwise_conv_kernel_table.h"
 #include "frequency_kernel_table.h"
 #include "gated_fusion_kernel_table.h"
-#include "prelu_kernel_table.h"
 
 namespace mcmri_fast::cpu {
 
@@ -105,30 +103,6 @@ const DepthwiseConvKernels<c10::Half>& depthwise_conv_kernels_avx2<c10::Half>() 
 template <>
 const DepthwiseConvKernels<c10::BFloat16>& depthwise_conv_kernels_avx2<c10::BFloat16>() {
   static const auto table = MCMRI_FAST_DEPTHWISE_CONV_KERNEL_TABLE(avx2, c10::BFloat16);
-  return table;
-}
-
-template <>
-const PreluKernels<float>& prelu_kernels_avx2<float>() {
-  static const auto table = MCMRI_FAST_PRELU_KERNEL_TABLE(avx2, float);
-  return table;
-}
-
-template <>
-const PreluKernels<double>& prelu_kernels_avx2<double>() {
-  static const auto table = MCMRI_FAST_PRELU_KERNEL_TABLE(avx2, double);
-  return table;
-}
-
-template <>
-const PreluKernels<c10::Half>& prelu_kernels_avx2<c10::Half>() {
-  static const auto table = MCMRI_FAST_PRELU_KERNEL_TABLE(avx2, c10::Half);
-  return table;
-}
-
-template <>
-const PreluKernels<c10::BFloat16>& prelu_kernels_avx2<c10::BFloat16>() {
-  static const auto table = MCMRI_FAST_PRELU_KERNEL_TABLE(avx2, c10::BFloat16);
   return table;
 }
 

@@ -1,17 +1,20 @@
-// CUDA kernels of PReLU (the CPU code in csrc/cpu/prelu.cpp is the reference). Memory-bound work over
-// x [B, C, N]:
+// CUDA kernels of PReLU (the contract: csrc/prelu.h; csrc/cpu/prelu.cpp computes the same on the CPU).
+// Memory-bound work over x [B, C, N]:
 //   - forward: one thread per element, grid-stride;
 //   - backward: blocks of kThreads threads over chunks of kChunk elements of one row (b, c); each thread
 //     writes the input's gradient of its elements and the block reduces the slope's partial sum of its
-//     chunk in shared memory (a fixed tree: deterministic), one partial per (row, chunk);
+//     chunk in shared memory (a fixed tree: deterministic), one partial per (row, chunk), which torch
+//     then sums in order;
 //   - float16 / bfloat16 are computed in float, float64 in double.
-// No torch headers here: the binding is prelu_binding.cpp. Nothing in it needs sm_80+.
-#include <cstdint>
+// Nothing in it needs sm_80+.
+#include <ATen/OpMathType.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 
-#include <cuda_runtime.h>
-
+#include "../prelu.h"
 #include "compute_type.cuh"
-#include "prelu_launch.h"
+#include "cuda_types.h"
 
 namespace mcmri_fast::cuda {
 namespace {
@@ -22,12 +25,12 @@ constexpr int64_t kChunk = int64_t(kThreads) * kItems;
 constexpr int64_t kMaxBlocks = 65535;
 
 template <typename T>
-__device__ __forceinline__ compute_t<T> slope_of(const PreluShape& s, const T* weight, int64_t row) {
+__device__ __forceinline__ compute_t<T> slope_of(const PreluSizes& s, const T* weight, int64_t row) {
   return to_compute(weight[s.shared ? 0 : row % s.C]);
 }
 
 template <typename T>
-__global__ void prelu_fwd_kernel(PreluShape s, int64_t total, const T* __restrict__ x, const T* __restrict__ weight,
+__global__ void prelu_fwd_kernel(PreluSizes s, int64_t total, const T* __restrict__ x, const T* __restrict__ weight,
                                  T* __restrict__ out) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
     const auto v = to_compute(x[i]);
@@ -37,7 +40,7 @@ __global__ void prelu_fwd_kernel(PreluShape s, int64_t total, const T* __restric
 
 // blockIdx.x: the chunk of the row; rows step by gridDim.y.
 template <typename T>
-__global__ void prelu_bwd_kernel(PreluShape s, int64_t chunks, const T* __restrict__ grad, const T* __restrict__ x,
+__global__ void prelu_bwd_kernel(PreluSizes s, int64_t chunks, const T* __restrict__ grad, const T* __restrict__ x,
                                  const T* __restrict__ weight, T* __restrict__ grad_x,
                                  compute_t<T>* __restrict__ weight_partials) {
   using Acc = compute_t<T>;
@@ -67,40 +70,52 @@ __global__ void prelu_bwd_kernel(PreluShape s, int64_t chunks, const T* __restri
   }
 }
 
-template <typename T>
-cudaError_t launch_fwd(const PreluShape& s, const T* x, const T* weight, T* out, cudaStream_t stream) {
-  if (s.B < 0 || s.C < 0 || s.N < 0) return cudaErrorInvalidValue;
-  const int64_t total = s.B * s.C * s.N;
-  if (total == 0) return cudaSuccess;
-  const int64_t blocks = (total + kThreads - 1) / kThreads;
-  prelu_fwd_kernel<T><<<dim3(unsigned(blocks < kMaxBlocks ? blocks : kMaxBlocks)), kThreads, 0, stream>>>(
-      s, total, x, weight, out);
-  return cudaGetLastError();
+at::Tensor prelu_fwd(const at::Tensor& x, const at::Tensor& weight) {
+  const auto s = check_prelu_args("prelu_fwd", x, weight);
+  c10::cuda::CUDAGuard guard(x.device());
+  const auto x_c = x.contiguous(), weight_c = weight.contiguous();
+  auto out = at::empty_like(x_c, at::MemoryFormat::Contiguous);
+  const int64_t total = out.numel();
+  if (total == 0) return out;
+  const int64_t blocks = std::min((total + kThreads - 1) / kThreads, kMaxBlocks);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "prelu_fwd_cuda", [&] {
+    prelu_fwd_kernel<<<unsigned(blocks), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+        s, total, cuda_cptr<scalar_t>(x_c), cuda_cptr<scalar_t>(weight_c), cuda_ptr<scalar_t>(out));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return out;
 }
 
-template <typename T>
-cudaError_t launch_bwd(const PreluShape& s, const T* grad, const T* x, const T* weight, T* grad_x,
-                       compute_t<T>* weight_partials, cudaStream_t stream) {
-  if (s.B < 0 || s.C < 0 || s.N < 0) return cudaErrorInvalidValue;
-  const int64_t rows = s.B * s.C, chunks = prelu_weight_chunks(s.N);
-  if (rows * s.N == 0 || (grad_x == nullptr && weight_partials == nullptr)) return cudaSuccess;
-  if (chunks > 0x7fffffff) return cudaErrorInvalidValue;
-  const dim3 grid(unsigned(chunks), unsigned(rows < kMaxBlocks ? rows : kMaxBlocks));
-  prelu_bwd_kernel<T><<<grid, kThreads, 0, stream>>>(s, chunks, grad, x, weight, grad_x, weight_partials);
-  return cudaGetLastError();
+std::tuple<at::Tensor, at::Tensor> prelu_bwd(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weight,
+                                             bool need_x, bool need_weight) {
+  const auto s = check_prelu_args("prelu_bwd", x, weight, &grad);
+  c10::cuda::CUDAGuard guard(x.device());
+  // A stride-0 gradient (out.sum().backward()) is materialised here: the kernel reads rows contiguously.
+  const auto grad_c = grad.contiguous(), x_c = x.contiguous(), weight_c = weight.contiguous();
+  const auto accumulate = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  auto grad_x = need_x ? at::empty_like(x_c, at::MemoryFormat::Contiguous) : x.new_empty({0});
+  const int64_t rows = s.B * s.C, chunks = (s.N + kChunk - 1) / kChunk;
+  TORCH_CHECK(chunks <= 0x7fffffff, "prelu_bwd: a row of ", s.N, " elements is too long");
+  auto partials = need_weight ? at::zeros({s.B, s.C, chunks}, x.options().dtype(accumulate)) : x.new_empty({0}, accumulate);
+  if (x.numel() > 0 && (need_x || need_weight)) {
+    const dim3 grid(unsigned(chunks), unsigned(std::min(rows, kMaxBlocks)));
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "prelu_bwd_cuda", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      prelu_bwd_kernel<<<grid, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+          s, chunks, cuda_cptr<scalar_t>(grad_c), cuda_cptr<scalar_t>(x_c), cuda_cptr<scalar_t>(weight_c),
+          need_x ? cuda_ptr<scalar_t>(grad_x) : nullptr, need_weight ? partials.mutable_data_ptr<acc_t>() : nullptr);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  }
+  // The chunks of a row summed in order (a fixed reduction: deterministic).
+  return {grad_x, need_weight ? partials.sum(-1) : partials};
 }
 
 }  // namespace
 
-int64_t prelu_weight_chunks(int64_t N) { return (N + kChunk - 1) / kChunk; }
-
-#define MCMRI_PRELU_DEFINE(T, Acc)                                                                     \
-  MCMRI_PRELU_FWD(T) { return launch_fwd<T>(s, x, weight, out, stream); }                              \
-  MCMRI_PRELU_BWD(T, Acc) { return launch_bwd<T>(s, grad, x, weight, grad_x, weight_partials, stream); }
-MCMRI_PRELU_DEFINE(float, float)
-MCMRI_PRELU_DEFINE(double, double)
-MCMRI_PRELU_DEFINE(__half, float)
-MCMRI_PRELU_DEFINE(__nv_bfloat16, float)
-#undef MCMRI_PRELU_DEFINE
+TORCH_LIBRARY_IMPL(mcmri_fast, CUDA, m) {
+  m.impl("prelu_fwd", &prelu_fwd);
+  m.impl("prelu_bwd", &prelu_bwd);
+}
 
 }  // namespace mcmri_fast::cuda

@@ -9,24 +9,21 @@ The reference implementation is `mcmri_fast.reference.prelu` (`F.prelu`).
 How the fused backends compute it (cpu, cuda, triton): one pass forward; one pass backward that writes
 the input's gradient and reduces the slope's: per row (b, c) on the CPU (the row summed in double by
 chunks of vector partials), per (row, chunk) on the GPU; the partials are then summed by torch in a
-fixed order (deterministic). ATen's CPU backward materialises x·grad as a full-size tensor and reduces
-it in a second pass: 10.3 ms fwd+bwd against 1.4 at 1×64×240² (BENCHMARKS.md). The op saves x and
-the weight. float16 / bfloat16 are computed in float32 and rounded once; the slope's gradient is
-accumulated in float32 (float64 for float64).
-"""
-import functools
+fixed order (deterministic). ATen's CPU backward instead materialises x·grad as a full-size tensor and
+reduces it in a second pass (BENCHMARKS.md has the figures). The op saves x and the weight. float16 /
+bfloat16 are computed in float32 and rounded once; the slope's gradient is accumulated in float32
+(float64 for float64).
 
+The kernels: `prelu_fwd` and `prelu_bwd`, whose contract is csrc/prelu.h (the C++ ops of
+csrc/cpu/prelu.cpp and csrc/cuda/prelu.cu, and their Triton twins in mcmri_fast.kernels.prelu).
+"""
 import torch
 
 from .. import reference
-from ..backends import select_backend
 from ._checks import promoted_float_dtype
+from ._fused import FusedOp, gradient_fake
 
 __all__ = ["prelu"]
-
-
-# ---------------------------------------------------------------------------------------------------
-# Public API: validation and dispatch
 
 
 def prelu(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -44,16 +41,10 @@ def prelu(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     may have any strides.
     """
     x, weight = _validate(x, weight)
-    backend = _select(x.device)
+    backend = _prelu.select(x.device)
     if backend == "reference":
         return reference.prelu(x, weight)
-    return torch.ops.mcmri_fast.prelu(x, weight, backend)
-
-
-@torch.compiler.assume_constant_result
-def _select(device: torch.device) -> str:
-    # Under torch.compile the choice is made once, at trace time, and baked into the graph.
-    return select_backend("prelu", device)
+    return _prelu(x, weight, backend=backend)
 
 
 def _validate(x, weight):
@@ -66,40 +57,24 @@ def _validate(x, weight):
     return x.to(dtype), weight.to(dtype)
 
 
-# ---------------------------------------------------------------------------------------------------
-# Fused implementation (custom ops, so torch.compile sees one node with a fake implementation)
+_prelu = FusedOp("prelu", kernels=("prelu_fwd", "prelu_bwd"))
 
 
-@functools.lru_cache(maxsize=None)
-def _kernels(backend: str):
-    """(forward, backward) launchers of a fused backend; the C++ ops serve cpu and cuda alike."""
-    if backend == "triton":
-        from ..kernels import prelu as triton_kernels
-
-        return triton_kernels.prelu_forward, triton_kernels.prelu_backward
-    if backend in ("cpu", "cuda"):
-        return torch.ops.mcmri_fast.prelu_fwd, torch.ops.mcmri_fast.prelu_bwd
-    raise ValueError(f"prelu: {backend!r} is not a fused backend")
+@_prelu.forward
+def _(k, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return k.prelu_fwd(x, weight)
 
 
-@torch.library.custom_op("mcmri_fast::prelu", mutates_args=())
-def _prelu_fused(x: torch.Tensor, weight: torch.Tensor, backend: str) -> torch.Tensor:
-    forward, _ = _kernels(backend)
-    return forward(x, weight)
-
-
-@_prelu_fused.register_fake
-def _(x, weight, backend):
+@_prelu.fake
+def _(x, weight):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
-@torch.library.custom_op("mcmri_fast::prelu_backward", mutates_args=())
-def _prelu_fused_backward(
-    grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, need_x: bool, need_weight: bool, backend: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns (grad_x, grad_weight), contiguous; an empty tensor for each one not asked for."""
-    _, backward = _kernels(backend)
-    grad_x, weight_rows = backward(grad, x, weight, need_x, need_weight)
+@_prelu.backward(saves=("x", "weight"), grads=("x", "weight"))
+def _(k, grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, need_x: bool, need_weight: bool
+      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(grad_x, grad_weight), contiguous; an empty tensor for each one not asked for."""
+    grad_x, weight_rows = k.prelu_bwd(grad, x, weight, need_x, need_weight)
     if not need_weight:
         return grad_x, x.new_empty(0)
     # the per-row sums [B, C] of the kernel, over the batch, then over the channels for one shared slope
@@ -109,25 +84,6 @@ def _prelu_fused_backward(
     return grad_x, grad_weight.to(weight.dtype)
 
 
-@_prelu_fused_backward.register_fake
-def _(grad, x, weight, need_x, need_weight, backend):
-    return (
-        torch.empty_like(x, memory_format=torch.contiguous_format) if need_x else x.new_empty(0),
-        torch.empty_like(weight, memory_format=torch.contiguous_format) if need_weight else x.new_empty(0),
-    )
-
-
-def _setup_context(ctx, inputs, output):
-    x, weight, backend = inputs
-    ctx.save_for_backward(x, weight)
-    ctx.backend = backend
-
-
-def _backward(ctx, grad):
-    x, weight = ctx.saved_tensors
-    need_x, need_weight = ctx.needs_input_grad[:2]
-    grad_x, grad_weight = torch.ops.mcmri_fast.prelu_backward(grad, x, weight, need_x, need_weight, ctx.backend)
-    return grad_x if need_x else None, grad_weight if need_weight else None, None
-
-
-_prelu_fused.register_autograd(_backward, setup_context=_setup_context)
+@_prelu.backward_fake
+def _(grad, x, weight, need_x, need_weight):
+    return gradient_fake(x, need_x), gradient_fake(weight, need_weight)

@@ -1,10 +1,22 @@
-// Checks and sizes of the prelu_ ops, shared by the CPU and the CUDA bindings. The Python API validates
-// what users pass and promotes the dtypes; these checks keep a kernel from reading out of bounds
-// whatever it is called with.
+// The contract of PReLU's C++ ops (the public op and its autograd: mcmri_fast/ops/prelu.py): schemas
+// and the checks every backend runs (csrc/cpu/prelu.cpp, csrc/cuda/prelu.cu; the Triton twins in
+// kernels/prelu.py are only called by the op, which has checked its arguments). The checks keep a
+// kernel from reading out of bounds whatever it is called with.
 #pragma once
 #include <ATen/ATen.h>
 
+#include "op_schemas.h"
+
 namespace mcmri_fast {
+
+MCMRI_FAST_OP_SCHEMAS(prelu) {
+  // out = x > 0 ? x : w * x; x [B, C, *spatial] (float32, float64, float16, bfloat16; the last two computed
+  // in float32), any strides; weight [1] (one slope) or [C] of x's dtype. The output is contiguous.
+  m.def("prelu_fwd(Tensor x, Tensor weight) -> Tensor");
+  // Its backward: (grad_x = x > 0 ? grad : w * grad, weight_rows [B, C] = per row (b, c) the sum of
+  // x * grad where x <= 0, in float32 (float64 for float64 x)); an empty tensor for each one not asked for.
+  m.def("prelu_bwd(Tensor grad, Tensor x, Tensor weight, bool need_x, bool need_weight) -> (Tensor, Tensor)");
+}
 
 // x [B, C, N] once made contiguous, with N the product of the spatial sizes; `shared`: one slope for
 // all channels (weight [1]), else one per channel (weight [C]).
