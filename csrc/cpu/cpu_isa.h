@@ -1,15 +1,8 @@
-// The one SIMD scheme of the native CPU kernels. The extension is compiled for the baseline x86 ISA
-// (no -mavx2, so it loads on any x86-64 CPU), where at::vec::Vectorized falls back to its generic
-// lane-by-lane implementation and std:: math. So each op's vector kernels live in a header,
-// <op>_kernels.h, written once in namespace mcmri_fast::cpu::MCMRI_CPU_ISA and compiled twice:
-//   - by the op's own .cpp with MCMRI_CPU_ISA = base (the baseline build, always present);
-//   - by avx2_kernels.cpp with MCMRI_CPU_ISA = avx2, for AVX2 + FMA + F16C, where Vectorized is ATen's
-//     AVX2 implementation and its transcendentals are Sleef's vectorised ones.
-// Each build fills a table of function pointers (<op>_kernel_table.h, free of ATen headers); the op's
-// .cpp picks the table once per dtype with use_avx2_kernels(). avx2_kernels.cpp includes every op's
-// header into the one namespace, so their function names carry the op's name where they could clash.
-// Only GCC on x86-64 has the AVX2 build: clang has no GCC target pragma, and other architectures use
-// the baseline build.
+// Which instruction set the native CPU kernels run on in this process. The extension is compiled for
+// the baseline x86 ISA, so it loads on any x86-64 CPU; the ops' vector kernels are built a second time
+// for AVX2 (isa_builds.h) and the 3×3 convolution's Winograd kernel for AVX2 and AVX-512, and the
+// build picked at run time is the one kernel_isa() names. Only GCC on x86-64 has these builds: clang
+// has no GCC target pragma, and other architectures use the baseline build.
 #pragma once
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
