@@ -1,6 +1,6 @@
-"""Triton kernels of the data-consistency spectral blend, the GPU twin of the C++ ops
-torch.ops.mcmri_fast.dc_blend_ and dc_blend_backward_ (csrc/ops.cpp and csrc/data_consistency_args.h
-are the contract; csrc/cpu/data_consistency.cpp implements it on the CPU).
+"""Triton kernels of the data-consistency spectral blend, the twins of the C++ ops
+torch.ops.mcmri_fast.dc_blend_ and dc_blend_backward_ (their contract is csrc/data_consistency.h; the op,
+mcmri_fast/ops/data_consistency.py, has checked the arguments).
 
 Shapes: spec [B, C, H, W] complex64/128, contiguous; src [B, C, H, W] of spec's dtype, any strides
 (0 included: a k0 shared over channels is expanded, an FFT output may be H-major); mask uint8
@@ -154,56 +154,6 @@ def _blocks(H: int, W: int) -> tuple[int, int]:
     return block_h, block_w
 
 
-def _check(condition: bool, *message) -> None:
-    if not condition:
-        raise RuntimeError("".join(str(part) for part in message))
-
-
-def _non_overlapping_and_dense(t: torch.Tensor) -> bool:
-    """True when t's elements fill exactly t.numel() consecutive slots, in whatever dimension order."""
-    if t.numel() == 0:
-        return True
-    expected = 1
-    for size, stride in sorted(((s, st) for s, st in zip(t.shape, t.stride()) if s != 1), key=lambda p: p[1]):
-        if stride != expected:
-            return False
-        expected *= size
-    return True
-
-
-def _check_blend_args(spec, src, mask, weight, phase_h, phase_w, shift_h, shift_w) -> None:
-    """The checks of check_blend_args (csrc/data_consistency_args.h): strides are then safe to follow."""
-    _check(spec.dim() == 4 and spec.is_contiguous(), "dc_blend: spec must be a contiguous [B, C, H, W] tensor")
-    _check(spec.dtype in (torch.complex64, torch.complex128),
-           "dc_blend: spec must be complex64 or complex128, got ", spec.dtype)
-    for t in (src, mask, weight, phase_h, phase_w):
-        _check(t.device == spec.device, "dc_blend: all tensors must be on ", spec.device, ", got ", t.device)
-    _check(src.dtype == spec.dtype and src.shape == spec.shape,
-           "dc_blend: src must be [B, C, H, W] of spec's dtype (expand a shared k0), got ", tuple(src.shape))
-    B, C, H, W = spec.shape
-    _check(mask.dtype == torch.uint8 and tuple(mask.shape) == (B, H, W),
-           "dc_blend: mask must be uint8 [B, H, W] (expand a shared mask), got ", mask.dtype, " ", tuple(mask.shape))
-    real = {torch.complex64: torch.float32, torch.complex128: torch.float64}[spec.dtype]
-    _check(weight.dtype == real and tuple(weight.shape) == (C,),
-           "dc_blend: weight must be ", real, " [C] (expand a scalar), got ", weight.dtype, " ", tuple(weight.shape))
-    _check(phase_h.dtype == spec.dtype and tuple(phase_h.shape) == (H,) and phase_h.is_contiguous(),
-           "dc_blend: phase_h must be contiguous [H] of spec's dtype")
-    _check(phase_w.dtype == spec.dtype and tuple(phase_w.shape) == (W,) and phase_w.is_contiguous(),
-           "dc_blend: phase_w must be contiguous [W] of spec's dtype")
-    _check(0 <= shift_h < max(H, 1) and 0 <= shift_w < max(W, 1), "dc_blend: shifts must lie in [0, H) and [0, W)")
-
-
-def _check_backward_args(grad_spec, spec, grad_src) -> None:
-    """The checks of prepare_blend_backward (csrc/data_consistency_args.h)."""
-    if spec is not None:
-        _check(spec.shape == grad_spec.shape and spec.dtype == grad_spec.dtype and spec.device == grad_spec.device
-               and spec.is_contiguous(), "dc_blend_backward: spec must be contiguous and match grad_spec")
-    if grad_src is not None:
-        _check(grad_src.shape == grad_spec.shape and grad_src.dtype == grad_spec.dtype
-               and grad_src.device == grad_spec.device and _non_overlapping_and_dense(grad_src),
-               "dc_blend_backward: grad_src must be a dense [B, C, H, W] tensor like grad_spec")
-
-
 def _read_args(src, mask, weight, phase_h, phase_w) -> tuple:
     """Kernel arguments of the read-only inputs: the real views and the real-element strides of src
     (4), mask (3) and weight (1)."""
@@ -213,9 +163,8 @@ def _read_args(src, mask, weight, phase_h, phase_w) -> tuple:
             (*src_real.stride()[:4], *mask.stride(), weight.stride(0)))
 
 
-def blend_forward_(spec, src, mask, weight, phase_h, phase_w, shift_h: int, shift_w: int) -> None:
-    """spec <- spec + w M (phi src_shifted - spec) in place; the semantics of torch.ops.mcmri_fast.dc_blend_."""
-    _check_blend_args(spec, src, mask, weight, phase_h, phase_w, shift_h, shift_w)
+def dc_blend_(spec, src, mask, weight, phase_h, phase_w, shift_h: int, shift_w: int) -> None:
+    """spec <- spec + w M (phi src_shifted - spec) in place: torch.ops.mcmri_fast.dc_blend_."""
     B, C, H, W = spec.shape
     if spec.numel() == 0:
         return
@@ -229,17 +178,15 @@ def blend_forward_(spec, src, mask, weight, phase_h, phase_w, shift_h: int, shif
     )
 
 
-def blend_backward_(grad_spec, src, mask, weight, phase_h, phase_w, shift_h: int, shift_w: int, spec,
-                    grad_src) -> torch.Tensor:
-    """Backward of blend_forward_; the semantics of torch.ops.mcmri_fast.dc_blend_backward_.
+def dc_blend_backward_(grad_spec, src, mask, weight, phase_h, phase_w, shift_h: int, shift_w: int, spec,
+                       grad_src) -> torch.Tensor:
+    """Backward of dc_blend_: torch.ops.mcmri_fast.dc_blend_backward_.
 
     grad_spec <- (1 - w M) grad_spec in place. If grad_src (a caller-allocated [B, C, H, W] tensor,
     any non-overlapping dense strides) is given, every element of it is written. Returns the
     weight-gradient partial sums [B, C, R] if spec is given, else an empty tensor; sum over dims 0
     and 2 for the weight gradient per channel.
     """
-    _check_blend_args(grad_spec, src, mask, weight, phase_h, phase_w, shift_h, shift_w)
-    _check_backward_args(grad_spec, spec, grad_src)
     B, C, H, W = grad_spec.shape
     block_h, block_w = _blocks(H, W)
     n_tiles = triton.cdiv(H, block_h) * triton.cdiv(W, block_w)

@@ -147,7 +147,7 @@ def test_opcheck(backend, device, form, keep_spectrum):
     require_backend(backend, device)
     x, k0, mask, weight, _ = _inputs((2, 3, 6, 7), 1, form, device=device, seed=9)
     mask = _canonical_mask(mask, 2, 6, 7)
-    args = (x.requires_grad_(), k0.requires_grad_(), mask, weight.requires_grad_(keep_spectrum), True, backend, keep_spectrum)
+    args = (x.requires_grad_(), k0.requires_grad_(), mask, weight.requires_grad_(keep_spectrum), True, keep_spectrum, backend)
     torch.library.opcheck(torch.ops.mcmri_fast.data_consistency.default, args)
 
 
@@ -159,9 +159,9 @@ def test_opcheck_backward(backend, device, form, need_k0_grad, need_weight_grad)
     x, k0, mask, weight, grad = _inputs((2, 3, 6, 7), 1, form, device=device, seed=9)
     mask = _canonical_mask(mask, 2, 6, 7)
     # What the forward saves for the backward, in the backend's own layout.
-    _, hybrid, spectrum = torch.ops.mcmri_fast.data_consistency(x, k0, mask, weight, True, backend, need_weight_grad)
+    _, hybrid, spectrum = torch.ops.mcmri_fast.data_consistency(x, k0, mask, weight, True, need_weight_grad, backend)
     src = hybrid if form == "W" else k0
-    args = (grad, src, spectrum, mask, weight, True, backend, need_k0_grad, need_weight_grad)
+    args = (grad, src, spectrum, mask, weight, True, need_k0_grad, need_weight_grad, backend)
     torch.library.opcheck(torch.ops.mcmri_fast.data_consistency_backward.default, args)
 
 

@@ -1,12 +1,11 @@
-// CPU kernels of the data-consistency spectral blend: one pass over the spectrum, rows in parallel.
-// src, mask, weight and grad_src are read and written through their strides (see csrc/ops.cpp).
-#include "data_consistency.h"
-
+// CPU kernels of the data-consistency spectral blend (the contract: csrc/data_consistency.h): one pass
+// over the spectrum, rows in parallel; src, mask, weight and grad_src are read and written through their
+// strides. Scalar complex arithmetic, compiled once: no per-ISA builds (isa_builds.h).
 #include <ATen/AccumulateType.h>
 #include <ATen/Parallel.h>
 #include <c10/util/complex.h>
 
-#include "../data_consistency_args.h"
+#include "../data_consistency.h"
 #include "parallel_grain.h"
 
 namespace mcmri_fast::cpu {
@@ -67,8 +66,6 @@ inline Row<scalar_t> row_of(int64_t r, const BlendSizes& s, const scalar_t* weig
   return row;
 }
 
-// A grain of about 32k elements keeps thread start-up small against the work of a chunk.
-
 template <typename scalar_t>
 void blend_forward(const BlendSizes& s, c10::complex<scalar_t>* spec, const c10::complex<scalar_t>* src,
                    const uint8_t* mask, const scalar_t* weight, const c10::complex<scalar_t>* ph,
@@ -92,9 +89,8 @@ template <typename scalar_t>
 void blend_backward(const BlendSizes& s, c10::complex<scalar_t>* grad, const c10::complex<scalar_t>* src,
                     const uint8_t* mask, const scalar_t* weight, const c10::complex<scalar_t>* ph,
                     const c10::complex<scalar_t>* pw, const c10::complex<scalar_t>* spec,
-                    c10::complex<scalar_t>* grad_src, const int64_t* grad_src_stride, scalar_t* grad_weight_rows) {
-  const int64_t src_sw = s.src_stride[3], mask_sw = s.mask_stride[2];
-  const int64_t gsrc_sw = grad_src ? grad_src_stride[3] : 0;
+                    c10::complex<scalar_t>* grad_src, scalar_t* grad_weight_rows) {
+  const int64_t src_sw = s.src_stride[3], mask_sw = s.mask_stride[2], gsrc_sw = s.grad_src_stride[3];
   at::parallel_for(0, s.B * s.C * s.H, parallel_grain(s.W), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       auto row = row_of(r, s, weight);
@@ -104,8 +100,9 @@ void blend_backward(const BlendSizes& s, c10::complex<scalar_t>* grad, const c10
       const c10::complex<scalar_t>* spec_row = spec ? spec + r * s.W : nullptr;
       // grad_src [B, C, H, W]: this row scatters to its source row si.
       c10::complex<scalar_t>* gsrc_row =
-          grad_src ? grad_src + row.b * grad_src_stride[0] + row.c * grad_src_stride[1] + row.si * grad_src_stride[2]
-                   : nullptr;
+          grad_src
+              ? grad_src + row.b * s.grad_src_stride[0] + row.c * s.grad_src_stride[1] + row.si * s.grad_src_stride[2]
+              : nullptr;
       const c10::complex<scalar_t> phi_i = ph[row.i];
       using acc_t = at::acc_type<scalar_t, false>;
       acc_t acc = 0;
@@ -119,16 +116,7 @@ void blend_backward(const BlendSizes& s, c10::complex<scalar_t>* grad, const c10
   });
 }
 
-// The column blend (1-D masks): the same blend, visiting only the n columns listed in `columns` (source
-// columns j' in k0's indexing, increasing). src, kept and grad_src hold those columns only: [B, C, H, n].
-struct ColumnBlendSizes {
-  int64_t B, C, H, W, n;
-  int64_t shift_h, shift_w;
-  int64_t src_stride[4];   // src [B, C, H, n]
-  int64_t mask_stride[2];  // mask [B, W]
-  int64_t weight_stride;   // weight [C]
-};
-
+// The column blend (1-D masks): the same blend, visiting only the n columns listed in `columns`.
 // The row r = (b, c, i) of spec, its source row i' and the column blend's per-row pointers.
 template <typename scalar_t>
 struct ColumnRow {
@@ -183,7 +171,7 @@ void blend_columns_backward(const ColumnBlendSizes& s, c10::complex<scalar_t>* g
                             const int64_t* columns, const uint8_t* mask, const scalar_t* weight,
                             const c10::complex<scalar_t>* ph, const c10::complex<scalar_t>* pw,
                             const c10::complex<scalar_t>* kept, c10::complex<scalar_t>* grad_src,
-                            const int64_t* grad_src_stride, scalar_t* grad_weight_rows) {
+                            scalar_t* grad_weight_rows) {
   using acc_t = at::acc_type<scalar_t, false>;
   at::parallel_for(0, s.B * s.C * s.H, parallel_grain(s.n), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
@@ -192,9 +180,10 @@ void blend_columns_backward(const ColumnBlendSizes& s, c10::complex<scalar_t>* g
       const c10::complex<scalar_t>* kept_row = kept ? kept + r * s.n : nullptr;
       // grad_src [B, C, H, n]: this row scatters to its source row i'.
       c10::complex<scalar_t>* gsrc_row =
-          grad_src ? grad_src + row.b * grad_src_stride[0] + row.c * grad_src_stride[1] + row.si * grad_src_stride[2]
-                   : nullptr;
-      const int64_t gsrc_st = grad_src ? grad_src_stride[3] : 0;
+          grad_src
+              ? grad_src + row.b * s.grad_src_stride[0] + row.c * s.grad_src_stride[1] + row.si * s.grad_src_stride[2]
+              : nullptr;
+      const int64_t gsrc_st = s.grad_src_stride[3];
       const c10::complex<scalar_t> phi_i = ph[row.i];
       acc_t acc = 0;
       for (int64_t t = 0; t < s.n; ++t) {
@@ -207,51 +196,6 @@ void blend_columns_backward(const ColumnBlendSizes& s, c10::complex<scalar_t>* g
     }
   });
 }
-
-ColumnBlendSizes check_blend_columns_args(const at::Tensor& spec, const at::Tensor& src, const at::Tensor& columns,
-                                          const at::Tensor& mask, const at::Tensor& weight,
-                                          const at::Tensor& phase_h, const at::Tensor& phase_w, int64_t shift_h,
-                                          int64_t shift_w) {
-  check_blend_common("dc_blend_columns", spec, weight, phase_h, phase_w, shift_h, shift_w, {&src, &columns, &mask});
-  TORCH_CHECK(columns.scalar_type() == at::kLong && columns.dim() == 1 && columns.is_contiguous(),
-              "dc_blend_columns: columns must be a contiguous int64 [n] tensor, got ", columns.scalar_type(), " ",
-              columns.sizes());
-  const int64_t B = spec.size(0), C = spec.size(1), H = spec.size(2), W = spec.size(3), n = columns.size(0);
-  const int64_t* cols = columns.const_data_ptr<int64_t>();
-  for (int64_t t = 0; t < n; ++t) {  // in range and increasing: every spec column is visited at most once
-    TORCH_CHECK(0 <= cols[t] && cols[t] < W && (t == 0 || cols[t - 1] < cols[t]),
-                "dc_blend_columns: columns must be increasing indices in [0, W = ", W, ")");
-  }
-  TORCH_CHECK(src.scalar_type() == spec.scalar_type() && src.dim() == 4 && src.size(0) == B && src.size(1) == C &&
-                  src.size(2) == H && src.size(3) == n,
-              "dc_blend_columns: src must be [B, C, H, n] of spec's dtype (expand a shared k0), got ", src.sizes());
-  TORCH_CHECK(mask.scalar_type() == at::kByte && mask.dim() == 2 && mask.size(0) == B && mask.size(1) == W,
-              "dc_blend_columns: mask must be uint8 [B, W] (expand a shared mask), got ", mask.scalar_type(), " ",
-              mask.sizes());
-  ColumnBlendSizes s{B, C, H, W, n, shift_h, shift_w, {}, {}, weight.stride(0)};
-  for (int d = 0; d < 4; ++d) s.src_stride[d] = src.stride(d);
-  for (int d = 0; d < 2; ++d) s.mask_stride[d] = mask.stride(d);
-  return s;
-}
-
-// kept and grad_src, when given, are [B, C, H, n] like src: kept contiguous (it is read back by rows),
-// grad_src with any non-overlapping dense strides.
-void check_column_buffers(const at::Tensor& spec, const ColumnBlendSizes& s, const c10::optional<at::Tensor>& kept,
-                          const c10::optional<at::Tensor>& grad_src) {
-  const std::vector<int64_t> shape{s.B, s.C, s.H, s.n};
-  if (kept.has_value()) {
-    TORCH_CHECK(kept->sizes() == c10::IntArrayRef(shape) && kept->scalar_type() == spec.scalar_type() &&
-                    kept->device() == spec.device() && kept->is_contiguous(),
-                "dc_blend_columns: kept must be a contiguous [B, C, H, n] tensor of spec's dtype");
-  }
-  if (grad_src.has_value()) {
-    TORCH_CHECK(grad_src->sizes() == c10::IntArrayRef(shape) && grad_src->scalar_type() == spec.scalar_type() &&
-                    grad_src->device() == spec.device() && grad_src->is_non_overlapping_and_dense(),
-                "dc_blend_columns_backward: grad_src must be a dense [B, C, H, n] tensor of spec's dtype");
-  }
-}
-
-}  // namespace
 
 void dc_blend_(at::Tensor spec, const at::Tensor& src, const at::Tensor& mask, const at::Tensor& weight,
                const at::Tensor& phase_h, const at::Tensor& phase_w, int64_t shift_h, int64_t shift_w) {
@@ -268,8 +212,8 @@ at::Tensor dc_blend_backward_(at::Tensor grad_spec, const at::Tensor& src, const
                               const at::Tensor& weight, const at::Tensor& phase_h, const at::Tensor& phase_w,
                               int64_t shift_h, int64_t shift_w, const c10::optional<at::Tensor>& spec,
                               const c10::optional<at::Tensor>& grad_src) {
-  auto s = check_blend_args(grad_spec, src, mask, weight, phase_h, phase_w, shift_h, shift_w);
-  auto grad_weight_rows = prepare_blend_backward(grad_spec, s, weight, spec, grad_src);
+  auto s = check_blend_backward_args(grad_spec, src, mask, weight, phase_h, phase_w, shift_h, shift_w, spec, grad_src);
+  auto grad_weight_rows = spec.has_value() ? at::empty({s.B, s.C, s.H}, weight.options()) : at::empty({0}, weight.options());
   AT_DISPATCH_FLOATING_TYPES(weight.scalar_type(), "dc_blend_backward_cpu", [&] {
     using complex_t = c10::complex<scalar_t>;
     blend_backward<scalar_t>(s, grad_spec.data_ptr<complex_t>(), src.const_data_ptr<complex_t>(),
@@ -277,7 +221,6 @@ at::Tensor dc_blend_backward_(at::Tensor grad_spec, const at::Tensor& src, const
                              phase_h.const_data_ptr<complex_t>(), phase_w.const_data_ptr<complex_t>(),
                              spec.has_value() ? spec->const_data_ptr<complex_t>() : nullptr,
                              grad_src.has_value() ? grad_src->data_ptr<complex_t>() : nullptr,
-                             grad_src.has_value() ? grad_src->strides().data() : nullptr,
                              spec.has_value() ? grad_weight_rows.data_ptr<scalar_t>() : nullptr);
   });
   return grad_weight_rows;
@@ -286,8 +229,8 @@ at::Tensor dc_blend_backward_(at::Tensor grad_spec, const at::Tensor& src, const
 void dc_blend_columns_(at::Tensor spec, const at::Tensor& src, const at::Tensor& columns, const at::Tensor& mask,
                        const at::Tensor& weight, const at::Tensor& phase_h, const at::Tensor& phase_w,
                        int64_t shift_h, int64_t shift_w, const c10::optional<at::Tensor>& kept) {
-  auto s = check_blend_columns_args(spec, src, columns, mask, weight, phase_h, phase_w, shift_h, shift_w);
-  check_column_buffers(spec, s, kept, c10::nullopt);
+  auto s = check_blend_columns_args(spec, src, columns, mask, weight, phase_h, phase_w, shift_h, shift_w, kept,
+                                    c10::nullopt);
   AT_DISPATCH_FLOATING_TYPES(weight.scalar_type(), "dc_blend_columns_cpu", [&] {
     using complex_t = c10::complex<scalar_t>;
     blend_columns_forward<scalar_t>(s, spec.data_ptr<complex_t>(), src.const_data_ptr<complex_t>(),
@@ -303,8 +246,8 @@ at::Tensor dc_blend_columns_backward_(at::Tensor grad_spec, const at::Tensor& sr
                                       const at::Tensor& phase_w, int64_t shift_h, int64_t shift_w,
                                       const c10::optional<at::Tensor>& kept,
                                       const c10::optional<at::Tensor>& grad_src) {
-  auto s = check_blend_columns_args(grad_spec, src, columns, mask, weight, phase_h, phase_w, shift_h, shift_w);
-  check_column_buffers(grad_spec, s, kept, grad_src);
+  auto s = check_blend_columns_args(grad_spec, src, columns, mask, weight, phase_h, phase_w, shift_h, shift_w, kept,
+                                    grad_src);
   auto grad_weight_rows = kept.has_value() ? at::empty({s.B, s.C, s.H}, weight.options()) : at::empty({0}, weight.options());
   AT_DISPATCH_FLOATING_TYPES(weight.scalar_type(), "dc_blend_columns_backward_cpu", [&] {
     using complex_t = c10::complex<scalar_t>;
@@ -313,10 +256,18 @@ at::Tensor dc_blend_columns_backward_(at::Tensor grad_spec, const at::Tensor& sr
         mask.const_data_ptr<uint8_t>(), weight.const_data_ptr<scalar_t>(), phase_h.const_data_ptr<complex_t>(),
         phase_w.const_data_ptr<complex_t>(), kept.has_value() ? kept->const_data_ptr<complex_t>() : nullptr,
         grad_src.has_value() ? grad_src->data_ptr<complex_t>() : nullptr,
-        grad_src.has_value() ? grad_src->strides().data() : nullptr,
         kept.has_value() ? grad_weight_rows.data_ptr<scalar_t>() : nullptr);
   });
   return grad_weight_rows;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(mcmri_fast, CPU, m) {
+  m.impl("dc_blend_", &dc_blend_);
+  m.impl("dc_blend_backward_", &dc_blend_backward_);
+  m.impl("dc_blend_columns_", &dc_blend_columns_);
+  m.impl("dc_blend_columns_backward_", &dc_blend_columns_backward_);
 }
 
 }  // namespace mcmri_fast::cpu

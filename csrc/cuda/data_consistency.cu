@@ -1,5 +1,6 @@
-// CUDA kernels of the data-consistency spectral blend (the CPU code in csrc/cpu/data_consistency.cpp
-// is the reference). Memory-bound elementwise work over spec [B, C, H, W]:
+// CUDA kernels of the data-consistency spectral blend (the contract: csrc/data_consistency.h; the CPU
+// code in csrc/cpu/data_consistency.cpp is the reference). Memory-bound elementwise work over spec
+// [B, C, H, W]:
 //   - one warp per row r = (b, c, i): a block of 32 x 8 threads handles 8 rows, grid-stride over rows;
 //   - the lanes stride over the W columns: coalesced float2 / double2 accesses of spec and grad (which
 //     are contiguous); src, mask, weight and grad_src are indexed through their strides (int64 offsets,
@@ -8,14 +9,18 @@
 //     strided otherwise (e.g. an H-major FFT output, stride_w = H: correct, the caller picks the layout);
 //   - the backward reduces its per-row weight-gradient partial with warp shuffles, and lane 0 writes it
 //     to grad_weight_rows[r] ([B, C, H]): a fixed order, no atomics, deterministic.
-// No torch headers here: the binding is data_consistency_binding.cpp. Nothing in it needs sm_80+.
+// Complex data are float2 / double2 (complex_vec.h). The column ops (dc_blend_columns_*) have no CUDA
+// implementation: listing the sampled columns would synchronise with the host. Nothing in it needs sm_80+.
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
 #include <climits>
 #include <cstdint>
+#include <type_traits>
 
-#include <cuda_runtime.h>
-
-#include "complex_vec.h"
-#include "data_consistency_launch.h"
+#include "../data_consistency.h"
+#include "cuda_types.h"
 
 namespace mcmri_fast::cuda {
 namespace {
@@ -76,7 +81,7 @@ struct RowOf {
 };
 
 template <typename T>
-__host__ __device__ __forceinline__ RowOf<T> row_of(const DcBlendShape& s, int64_t r, const T* weight) {
+__host__ __device__ __forceinline__ RowOf<T> row_of(const BlendSizes& s, int64_t r, const T* weight) {
   RowOf<T> row;
   const int64_t i = r % s.H;
   const int64_t bc = r / s.H;
@@ -95,7 +100,7 @@ __host__ __device__ __forceinline__ RowOf<T> row_of(const DcBlendShape& s, int64
 // The part of row r that lane `lane` of `lanes` handles: columns j = lane, lane + lanes, ...
 // (__host__ __device__ so that a host program can check the logic against the CPU code.)
 template <typename T>
-__host__ __device__ __forceinline__ void fwd_row(const DcBlendShape& s, int64_t r, int lane, int lanes,
+__host__ __device__ __forceinline__ void fwd_row(const BlendSizes& s, int64_t r, int lane, int lanes,
                                                  vec_t<T>* spec, const vec_t<T>* src,
                                                  const uint8_t* __restrict__ mask, const T* __restrict__ weight,
                                                  const vec_t<T>* __restrict__ phase_h,
@@ -128,7 +133,7 @@ __host__ __device__ __forceinline__ void fwd_row(const DcBlendShape& s, int64_t 
 
 // Returns this lane's partial of the weight gradient of row r (0 unless kWeightGrad).
 template <typename T, bool kSrcGrad, bool kWeightGrad>
-__host__ __device__ __forceinline__ T bwd_row(const DcBlendShape& s, int64_t r, int lane, int lanes, vec_t<T>* grad,
+__host__ __device__ __forceinline__ T bwd_row(const BlendSizes& s, int64_t r, int lane, int lanes, vec_t<T>* grad,
                                               const vec_t<T>* src, const uint8_t* __restrict__ mask,
                                               const T* __restrict__ weight, const vec_t<T>* __restrict__ phase_h,
                                               const vec_t<T>* __restrict__ phase_w, const vec_t<T>* spec,
@@ -175,7 +180,7 @@ __host__ __device__ __forceinline__ T bwd_row(const DcBlendShape& s, int64_t r, 
 
 template <typename T>
 __global__ void __launch_bounds__(kWarp* kRowsPerBlock)
-    data_consistency_fwd_kernel(DcBlendShape s, int64_t rows, vec_t<T>* spec, const vec_t<T>* src,
+    data_consistency_fwd_kernel(BlendSizes s, int64_t rows, vec_t<T>* spec, const vec_t<T>* src,
                                 const uint8_t* __restrict__ mask, const T* __restrict__ weight,
                                 const vec_t<T>* __restrict__ phase_h, const vec_t<T>* __restrict__ phase_w) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * kRowsPerBlock;
@@ -188,7 +193,7 @@ __global__ void __launch_bounds__(kWarp* kRowsPerBlock)
 // full-mask shuffles below are reached by the whole warp together.
 template <typename T, bool kSrcGrad, bool kWeightGrad>
 __global__ void __launch_bounds__(kWarp* kRowsPerBlock)
-    data_consistency_bwd_kernel(DcBlendShape s, int64_t rows, vec_t<T>* grad, const vec_t<T>* src,
+    data_consistency_bwd_kernel(BlendSizes s, int64_t rows, vec_t<T>* grad, const vec_t<T>* src,
                                 const uint8_t* __restrict__ mask, const T* __restrict__ weight,
                                 const vec_t<T>* __restrict__ phase_h, const vec_t<T>* __restrict__ phase_w,
                                 const vec_t<T>* spec, vec_t<T>* grad_src, T* grad_weight_rows) {
@@ -204,88 +209,78 @@ __global__ void __launch_bounds__(kWarp* kRowsPerBlock)
   }
 }
 
-// Rows to launch and the grid; false when the sizes are out of what the kernels index (W, and
-// j + shift_w < 2 W, must fit an int).
-inline bool grid_of(const DcBlendShape& s, int64_t* rows, dim3* grid) {
-  if (s.W > INT_MAX / 2 || s.B < 0 || s.C < 0 || s.H < 0 || s.W < 0) return false;
-  *rows = s.B * s.C * s.H;
-  const int64_t blocks = (*rows + kRowsPerBlock - 1) / kRowsPerBlock;
-  *grid = dim3(static_cast<unsigned>(blocks < INT_MAX ? blocks : INT_MAX));  // grid-stride beyond
-  return true;
+
+// One warp per row, kRowsPerBlock rows a block; beyond INT_MAX blocks the kernels grid-stride.
+dim3 grid_of(int64_t rows) {
+  const int64_t blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
+  return dim3(static_cast<unsigned>(blocks < INT_MAX ? blocks : INT_MAX));
 }
 
-template <typename T>
-cudaError_t launch_fwd(const DcBlendShape& s, vec_t<T>* spec, const vec_t<T>* src, const uint8_t* mask,
-                       const T* weight, const vec_t<T>* phase_h, const vec_t<T>* phase_w, cudaStream_t stream) {
-  int64_t rows;
-  dim3 grid;
-  if (!grid_of(s, &rows, &grid)) return cudaErrorInvalidValue;
-  if (rows == 0 || s.W == 0) return cudaSuccess;
-  data_consistency_fwd_kernel<T><<<grid, dim3(kWarp, kRowsPerBlock), 0, stream>>>(s, rows, spec, src, mask, weight,
-                                                                                  phase_h, phase_w);
-  return cudaGetLastError();
+// The kernels index columns as int: W, and j + shift_w < 2 W, must fit one.
+void check_width(const BlendSizes& s) {
+  TORCH_CHECK(s.W <= INT_MAX / 2, "dc_blend: W = ", s.W, " is too large for the CUDA kernels");
 }
 
-template <typename T, bool kSrcGrad, bool kWeightGrad>
-cudaError_t launch_bwd_as(const DcBlendShape& s, int64_t rows, dim3 grid, vec_t<T>* grad, const vec_t<T>* src,
-                          const uint8_t* mask, const T* weight, const vec_t<T>* phase_h, const vec_t<T>* phase_w,
-                          const vec_t<T>* spec, vec_t<T>* grad_src, T* grad_weight_rows, cudaStream_t stream) {
-  data_consistency_bwd_kernel<T, kSrcGrad, kWeightGrad><<<grid, dim3(kWarp, kRowsPerBlock), 0, stream>>>(
-      s, rows, grad, src, mask, weight, phase_h, phase_w, spec, grad_src, grad_weight_rows);
-  return cudaGetLastError();
+void dc_blend_(at::Tensor spec, const at::Tensor& src, const at::Tensor& mask, const at::Tensor& weight,
+               const at::Tensor& phase_h, const at::Tensor& phase_w, int64_t shift_h, int64_t shift_w) {
+  const auto s = check_blend_args(spec, src, mask, weight, phase_h, phase_w, shift_h, shift_w);
+  if (spec.numel() == 0) return;
+  check_width(s);
+  c10::cuda::CUDAGuard guard(spec.device());
+  const int64_t rows = s.B * s.C * s.H;
+  AT_DISPATCH_FLOATING_TYPES(weight.scalar_type(), "dc_blend_cuda", [&] {
+    data_consistency_fwd_kernel<scalar_t>
+        <<<grid_of(rows), dim3(kWarp, kRowsPerBlock), 0, c10::cuda::getCurrentCUDAStream()>>>(
+            s, rows, vec_ptr<scalar_t>(spec), vec_cptr<scalar_t>(src), mask.const_data_ptr<uint8_t>(),
+            weight.const_data_ptr<scalar_t>(), vec_cptr<scalar_t>(phase_h), vec_cptr<scalar_t>(phase_w));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
 }
 
-template <typename T>
-cudaError_t launch_bwd(const DcBlendShape& s, vec_t<T>* grad, const vec_t<T>* src, const uint8_t* mask,
-                       const T* weight, const vec_t<T>* phase_h, const vec_t<T>* phase_w, const vec_t<T>* spec,
-                       vec_t<T>* grad_src, T* grad_weight_rows, cudaStream_t stream) {
-  int64_t rows;
-  dim3 grid;
-  if (!grid_of(s, &rows, &grid)) return cudaErrorInvalidValue;
-  if ((spec == nullptr) != (grad_weight_rows == nullptr)) return cudaErrorInvalidValue;
-  // With W == 0 the rows are empty but their weight-gradient partials still exist: the caller zeroes them.
-  if (rows == 0 || s.W == 0) return cudaSuccess;
-  const bool src_grad = grad_src != nullptr;
-  const bool weight_grad = grad_weight_rows != nullptr;
-  if (src_grad && weight_grad)
-    return launch_bwd_as<T, true, true>(s, rows, grid, grad, src, mask, weight, phase_h, phase_w, spec, grad_src,
-                                        grad_weight_rows, stream);
-  if (src_grad)
-    return launch_bwd_as<T, true, false>(s, rows, grid, grad, src, mask, weight, phase_h, phase_w, spec, grad_src,
-                                         grad_weight_rows, stream);
-  if (weight_grad)
-    return launch_bwd_as<T, false, true>(s, rows, grid, grad, src, mask, weight, phase_h, phase_w, spec, grad_src,
-                                         grad_weight_rows, stream);
-  return launch_bwd_as<T, false, false>(s, rows, grid, grad, src, mask, weight, phase_h, phase_w, spec, grad_src,
-                                        grad_weight_rows, stream);
+// Returns grad_weight_rows [B, C, H] (empty without spec); writes grad_src in place when given.
+at::Tensor dc_blend_backward_(at::Tensor grad_spec, const at::Tensor& src, const at::Tensor& mask,
+                              const at::Tensor& weight, const at::Tensor& phase_h, const at::Tensor& phase_w,
+                              int64_t shift_h, int64_t shift_w, const c10::optional<at::Tensor>& spec,
+                              const c10::optional<at::Tensor>& grad_src) {
+  const auto s =
+      check_blend_backward_args(grad_spec, src, mask, weight, phase_h, phase_w, shift_h, shift_w, spec, grad_src);
+  c10::cuda::CUDAGuard guard(grad_spec.device());
+  auto grad_weight_rows = spec.has_value() ? at::empty({s.B, s.C, s.H}, weight.options()) : at::empty({0}, weight.options());
+  if (grad_spec.numel() == 0) {
+    // No elements (W may be 0 with rows left): the partial sums are 0, as on the CPU; grad_src is empty.
+    grad_weight_rows.zero_();
+    return grad_weight_rows;
+  }
+  check_width(s);
+  const int64_t rows = s.B * s.C * s.H;
+  AT_DISPATCH_FLOATING_TYPES(weight.scalar_type(), "dc_blend_backward_cuda", [&] {
+    // The kernel for the outputs asked for: grad_src and the weight gradient are compile-time switches.
+    const auto launch = [&](auto src_grad, auto weight_grad) {
+      data_consistency_bwd_kernel<scalar_t, decltype(src_grad)::value, decltype(weight_grad)::value>
+          <<<grid_of(rows), dim3(kWarp, kRowsPerBlock), 0, c10::cuda::getCurrentCUDAStream()>>>(
+              s, rows, vec_ptr<scalar_t>(grad_spec), vec_cptr<scalar_t>(src), mask.const_data_ptr<uint8_t>(),
+              weight.const_data_ptr<scalar_t>(), vec_cptr<scalar_t>(phase_h), vec_cptr<scalar_t>(phase_w),
+              spec.has_value() ? vec_cptr<scalar_t>(*spec) : nullptr,
+              grad_src.has_value() ? vec_ptr<scalar_t>(*grad_src) : nullptr,
+              spec.has_value() ? grad_weight_rows.mutable_data_ptr<scalar_t>() : nullptr);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    };
+    using yes = std::true_type;
+    using no = std::false_type;
+    if (grad_src.has_value()) {
+      spec.has_value() ? launch(yes{}, yes{}) : launch(yes{}, no{});
+    } else {
+      spec.has_value() ? launch(no{}, yes{}) : launch(no{}, no{});
+    }
+  });
+  return grad_weight_rows;
 }
 
 }  // namespace
 
-cudaError_t launch_data_consistency_fwd(const DcBlendShape& s, float2* spec, const float2* src, const uint8_t* mask,
-                                        const float* weight, const float2* phase_h, const float2* phase_w,
-                                        cudaStream_t stream) {
-  return launch_fwd<float>(s, spec, src, mask, weight, phase_h, phase_w, stream);
-}
-
-cudaError_t launch_data_consistency_fwd(const DcBlendShape& s, double2* spec, const double2* src,
-                                        const uint8_t* mask, const double* weight, const double2* phase_h,
-                                        const double2* phase_w, cudaStream_t stream) {
-  return launch_fwd<double>(s, spec, src, mask, weight, phase_h, phase_w, stream);
-}
-
-cudaError_t launch_data_consistency_bwd(const DcBlendShape& s, float2* grad, const float2* src, const uint8_t* mask,
-                                        const float* weight, const float2* phase_h, const float2* phase_w,
-                                        const float2* spec, float2* grad_src, float* grad_weight_rows,
-                                        cudaStream_t stream) {
-  return launch_bwd<float>(s, grad, src, mask, weight, phase_h, phase_w, spec, grad_src, grad_weight_rows, stream);
-}
-
-cudaError_t launch_data_consistency_bwd(const DcBlendShape& s, double2* grad, const double2* src,
-                                        const uint8_t* mask, const double* weight, const double2* phase_h,
-                                        const double2* phase_w, const double2* spec, double2* grad_src,
-                                        double* grad_weight_rows, cudaStream_t stream) {
-  return launch_bwd<double>(s, grad, src, mask, weight, phase_h, phase_w, spec, grad_src, grad_weight_rows, stream);
+TORCH_LIBRARY_IMPL(mcmri_fast, CUDA, m) {
+  m.impl("dc_blend_", &dc_blend_);
+  m.impl("dc_blend_backward_", &dc_blend_backward_);
 }
 
 }  // namespace mcmri_fast::cuda

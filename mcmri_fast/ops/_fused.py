@@ -100,9 +100,12 @@ class FusedOp:
         self._input_names = list(inspect.signature(fn).parameters)[1:]
         return fn
 
-    def fake(self, fn):
-        """Decorator: the forward's fake (meta) outputs, fn(*inputs)."""
-        self.op.register_fake(lambda *args: fn(*args[:-1]))
+    def fake(self, fn=None, *, backend: bool = False):
+        """Decorator: the forward's fake (meta) outputs, fn(*inputs); `@op.fake(backend=True)`:
+        fn(*inputs, backend), for outputs whose shapes or strides depend on the backend."""
+        if fn is None:
+            return functools.partial(self.fake, backend=backend)
+        self.op.register_fake(fn if backend else lambda *args: fn(*args[:-1]))
         return fn
 
     def backward(self, *, saves: tuple[str, ...] = (), keeps: tuple[str, ...] = (), grads: tuple[str, ...] = (),
@@ -137,9 +140,12 @@ class FusedOp:
 
         return register
 
-    def backward_fake(self, fn):
-        """Decorator: the backward op's fake outputs, fn(*its arguments without k)."""
-        self.backward_op.register_fake(lambda *args: fn(*args[:-1]))
+    def backward_fake(self, fn=None, *, backend: bool = False):
+        """Decorator: the backward op's fake outputs, fn(*its arguments without k) (and the backend's
+        name last with `backend=True`, as for `fake`)."""
+        if fn is None:
+            return functools.partial(self.backward_fake, backend=backend)
+        self.backward_op.register_fake(fn if backend else lambda *args: fn(*args[:-1]))
         return fn
 
 

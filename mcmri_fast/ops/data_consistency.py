@@ -18,12 +18,17 @@ How the fused backends compute it (cpu, cuda, triton; they differ only in the bl
 * On CPU the column path touches the sampled columns only (`dc_blend_columns_` ops): the blend reads
   k0 there alone and grad_k0 is zero elsewhere, so the FFTs along H, the kept spectrum and grad_k0's
   source are per-column buffers [B, C, H, n], a quarter to a third of the full ones at 4x. (The full
-  FFTs along H were the largest cost of the CPU column path.) The GPU backends blend full buffers:
-  listing the columns needs their count on the host, a synchronisation.
+  FFTs along H were the largest cost of the CPU column path: BENCHMARKS.md.) The GPU backends blend
+  full buffers: listing the columns needs their count on the host, a synchronisation.
 * Backward is the same structure: grad_x = Fᴴ[(1 − wM) F g], grad_k0 = wM F g (back at k0's
   indices), grad_w = Re Σ conj(F g)·M·(k0 − F x). The forward keeps what the backward reads: the
   hybrid k0 of the column path, and F x when w needs a gradient (a copy, cheaper than a second FFT;
   the column kernels write it during the blend, at the sampled columns).
+
+Every fused backend runs every mask. The kernels: `dc_blend_` and `dc_blend_backward_` (the C++ ops of
+csrc/cpu/data_consistency.cpp and csrc/cuda/data_consistency.cu, and their Triton twins in
+mcmri_fast.kernels.data_consistency) and the CPU-only `dc_blend_columns_` and
+`dc_blend_columns_backward_`; their contract is csrc/data_consistency.h.
 """
 import functools
 import math
@@ -32,7 +37,7 @@ import numbers
 import torch
 
 from .. import reference
-from ..backends import select_backend
+from ._fused import ALL_BACKENDS, FusedOp
 
 __all__ = ["data_consistency", "dunsa_data_consistency"]
 
@@ -68,11 +73,11 @@ def data_consistency(
     k-space is replaced (hard DC); DUN-SA's closed form is `dunsa_data_consistency`.
     """
     x, k0, mask, weight = _validate(x, k0, mask, weight, centered)
-    backend = _select(x.device)
+    backend = _dc.select(x.device)
     if backend == "reference":
         return reference.data_consistency(x, k0, mask.unsqueeze(1), weight, centered)
     keep_spectrum = weight.requires_grad and torch.is_grad_enabled()
-    out, _, _ = torch.ops.mcmri_fast.data_consistency(x, k0, mask, weight, centered, backend, keep_spectrum)
+    out, _, _ = _dc(x, k0, mask, weight, centered, keep_spectrum, backend=backend)
     return out
 
 
@@ -84,7 +89,7 @@ def dunsa_data_consistency(
     *,
     centered: bool = True,
 ) -> torch.Tensor:
-    """DUN-SA's closed-form DC step Fᴴ[(M k0 + β F u) / (M + β)] (seed 001, step 4).
+    """DUN-SA's closed-form DC step Fᴴ[(M k0 + β F u) / (M + β)] (step 4 of its iteration).
 
     Where M = 1 this is (k0 + β F u)/(1 + β) = F u + (k0 − F u)/(1 + β), where M = 0 it is F u: the
     same op as `data_consistency` with w = 1/(1 + β). The paper's step with two priors,
@@ -100,12 +105,6 @@ def dunsa_data_consistency(
     else:
         raise TypeError(f"beta must be a number or a torch.Tensor, got {type(beta).__name__}")
     return data_consistency(u, k0, mask, weight, centered=centered)
-
-
-@torch.compiler.assume_constant_result
-def _select(device: torch.device) -> str:
-    # Under torch.compile the choice is made once, at trace time, and baked into the graph.
-    return select_backend("data_consistency", device)
 
 
 def _is_real_or_complex(t: torch.Tensor) -> bool:
@@ -180,7 +179,11 @@ def _canonical_mask(mask: torch.Tensor, B: int, H: int, W: int) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Fused implementation (custom ops, so torch.compile sees one node with a fake implementation)
+# Fused implementation
+
+# Every backend runs every mask: column masks take the column kernels on cpu and the full blend in the
+# hybrid space on cuda and triton (_uses_column_kernels); 2-D masks take the full blend everywhere.
+_dc = FusedOp("data_consistency", kernels=("dc_blend_", "dc_blend_backward_"), supported=ALL_BACKENDS)
 
 
 @functools.lru_cache(maxsize=128)
@@ -219,17 +222,6 @@ def _uses_column_kernels(mask: torch.Tensor, backend: str) -> bool:
 def _sampled_columns(mask: torch.Tensor) -> torch.Tensor:
     """The columns [n] (int64, increasing) that any sample's column mask [Bm, 1, W] selects."""
     return mask.reshape(-1, mask.shape[-1]).any(dim=0).nonzero().reshape(-1)
-
-
-def _blend_kernels(backend: str):
-    """(blend_forward_, blend_backward_) of a fused backend; the C++ ops serve cpu and cuda alike."""
-    if backend == "triton":
-        from ..kernels import data_consistency as triton_kernels
-
-        return triton_kernels.blend_forward_, triton_kernels.blend_backward_
-    if backend in ("cpu", "cuda"):
-        return torch.ops.mcmri_fast.dc_blend_, torch.ops.mcmri_fast.dc_blend_backward_
-    raise ValueError(f"data_consistency: {backend!r} is not a fused backend")
 
 
 def _transforms(column: bool):
@@ -272,16 +264,9 @@ def _hybrid_columns(k0: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
     return torch.fft.ifft(picked, dim=-1, norm="ortho").transpose(-1, -2)
 
 
-@torch.library.custom_op("mcmri_fast::data_consistency", mutates_args=())
-def _data_consistency_fused(
-    x: torch.Tensor,
-    k0: torch.Tensor,
-    mask: torch.Tensor,
-    weight: torch.Tensor,
-    centered: bool,
-    backend: str,
-    keep_spectrum: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+@_dc.forward
+def _(k, x: torch.Tensor, k0: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor, centered: bool,
+      keep_spectrum: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns (out, src, spectrum), the last two for the backward:
     src: what the blend read: k0 on the 2-D path (returned empty, the backward takes k0 itself),
     ifft_H(k0) on the column path ([B, Ck, H, n] at the sampled columns with the column kernels);
@@ -290,7 +275,7 @@ def _data_consistency_fused(
     column = mask.shape[1] == 1
     forward, inverse = _transforms(column)
     spec = forward(x).contiguous()
-    if _uses_column_kernels(mask, backend):
+    if _uses_column_kernels(mask, k.backend):
         columns = _sampled_columns(mask)
         hybrid = _hybrid_columns(k0, columns)
         B, C, H, _ = x.shape
@@ -302,13 +287,12 @@ def _data_consistency_fused(
     hybrid = torch.fft.ifft(k0, dim=-2, norm="ortho") if column else k0.new_empty(0)
     # A copy costs a fraction of the FFT that the backward would otherwise redo for it.
     spectrum = spec.clone() if keep_spectrum else x.new_empty(0)
-    blend_forward_, _ = _blend_kernels(backend)
-    blend_forward_(spec, *_kernel_args(x, hybrid if column else k0, mask, weight, centered))
+    k.dc_blend_(spec, *_kernel_args(x, hybrid if column else k0, mask, weight, centered))
     return inverse(spec), hybrid, spectrum
 
 
-@_data_consistency_fused.register_fake
-def _(x, k0, mask, weight, centered, backend, keep_spectrum):
+@_dc.fake(backend=True)
+def _(x, k0, mask, weight, centered, keep_spectrum, backend):
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
     empty = x.new_empty(0)
     if _uses_column_kernels(mask, backend):
@@ -320,79 +304,8 @@ def _(x, k0, mask, weight, centered, backend, keep_spectrum):
     return out, hybrid, torch.empty_like(out) if keep_spectrum else empty
 
 
-@torch.library.custom_op("mcmri_fast::data_consistency_backward", mutates_args=())
-def _data_consistency_fused_backward(
-    grad: torch.Tensor,
-    src: torch.Tensor,
-    spectrum: torch.Tensor,
-    mask: torch.Tensor,
-    weight: torch.Tensor,
-    centered: bool,
-    backend: str,
-    need_k0_grad: bool,
-    need_weight_grad: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """src and spectrum: what the forward returned (src: k0 itself on the 2-D path). Returns
-    (grad_x, grad_k0, grad_weight), the last two empty when not needed."""
-    B, C, H, W = grad.shape
-    column = mask.shape[1] == 1
-    shared = src.shape[1] == 1 and C > 1  # k0 broadcast over the channels: their gradients are summed
-    forward, inverse = _transforms(column)
-    grad_spec = forward(grad).contiguous()
-    kept = spectrum if need_weight_grad else None
-    if _uses_column_kernels(mask, backend):
-        columns = _sampled_columns(mask)
-        grad_src = None
-        if need_k0_grad:
-            # H-major when it goes straight into the FFT along H (0.51 vs 0.64 ms at 4x1x320x320); row-major
-            # when the channels are summed first, which then writes the FFT's input (3.8 vs 4.5 ms at
-            # 1x32x256x256: the kernel's H-strided writes of 32 channels cost more than they save).
-            n = columns.numel()
-            grad_src = grad.new_empty((B, C, H, n)) if shared else grad.new_empty((B, C, n, H)).transpose(-1, -2)
-        args = _column_kernel_args(grad, src, columns, mask, weight, centered)
-        grad_weight_rows = torch.ops.mcmri_fast.dc_blend_columns_backward_(grad_spec, *args, kept, grad_src)
-    else:
-        # Row-major: an H-major grad_src (which the FFT along H would prefer) makes the kernels scatter
-        # with a power-of-two stride, which thrashed the CPU caches (8.9 vs 1.2 ms at 1x32x256x256).
-        grad_src = grad.new_empty((B, C, H, W)) if need_k0_grad else None
-        _, blend_backward_ = _blend_kernels(backend)
-        grad_weight_rows = blend_backward_(grad_spec, *_kernel_args(grad, src, mask, weight, centered), kept, grad_src)
-    grad_x = inverse(grad_spec)
-
-    grad_k0 = grad.new_empty(0)
-    if need_k0_grad:
-        grad_k0 = grad_src.sum(dim=1, keepdim=True) if shared else grad_src
-        if column and grad_k0.numel() > 0:  # src = ifft_H(k0), so grad_k0 = fft_H(grad_src)
-            grad_k0 = torch.fft.fft(grad_k0, dim=-2, norm="ortho")
-        if _uses_column_kernels(mask, backend):  # those were the sampled columns: the others are zero
-            sampled = grad_k0
-            grad_k0 = _h_major(grad, sampled.shape[1]).zero_()
-            grad_k0.transpose(-1, -2).index_copy_(2, columns, sampled.transpose(-1, -2))
-    grad_weight = weight.new_empty(0)
-    if need_weight_grad:
-        grad_weight = grad_weight_rows.reshape(B, C, -1).sum(dim=(0, 2))
-        if weight.numel() == 1:
-            grad_weight = grad_weight.sum().reshape(weight.shape)
-    return grad_x, grad_k0, grad_weight
-
-
-@_data_consistency_fused_backward.register_fake
-def _(grad, src, spectrum, mask, weight, centered, backend, need_k0_grad, need_weight_grad):
-    B, C, H, W = grad.shape
-    grad_k0 = src.new_empty(0)
-    if need_k0_grad:
-        grad_k0 = grad.new_empty((B, src.shape[1], H, W))
-        if _uses_column_kernels(mask, backend):
-            grad_k0 = _h_major(grad, src.shape[1])
-        elif mask.shape[1] == 1:
-            # it comes out of an FFT along H: the FFT's meta function gives its strides
-            grad_k0 = torch.fft.fft(grad_k0, dim=-2, norm="ortho")
-    grad_weight = torch.empty_like(weight) if need_weight_grad else weight.new_empty(0)
-    return torch.empty_like(grad, memory_format=torch.contiguous_format), grad_k0, grad_weight
-
-
 def _setup_context(ctx, inputs, output):
-    _, k0, mask, weight, centered, backend, keep_spectrum = inputs
+    _, k0, mask, weight, centered, keep_spectrum, backend = inputs
     _, hybrid, spectrum = output
     ctx.mark_non_differentiable(hybrid, spectrum)
     ctx.set_materialize_grads(False)  # no zero-filled gradients for those two: backward ignores them
@@ -401,15 +314,15 @@ def _setup_context(ctx, inputs, output):
     ctx.centered, ctx.backend, ctx.kept_spectrum = centered, backend, keep_spectrum
 
 
-def _backward(ctx, grad, _grad_hybrid, _grad_spectrum):
+def _autograd(ctx, grad, _grad_hybrid, _grad_spectrum):
     if grad is None:  # gradients are not materialised: nothing flows back
         return (None,) * 7
     src, spectrum, mask, weight = ctx.saved_tensors
     need_x, need_k0, _, need_weight = ctx.needs_input_grad[:4]
     if need_weight and not ctx.kept_spectrum:
         raise RuntimeError("data_consistency: the weight needs a gradient but its forward kept no spectrum")
-    grad_x, grad_k0, grad_weight = torch.ops.mcmri_fast.data_consistency_backward(
-        grad, src, spectrum, mask, weight, ctx.centered, ctx.backend, need_k0, need_weight
+    grad_x, grad_k0, grad_weight = _dc.backward_op(
+        grad, src, spectrum, mask, weight, ctx.centered, need_k0, need_weight, ctx.backend
     )
     return (
         grad_x if need_x else None,
@@ -422,4 +335,62 @@ def _backward(ctx, grad, _grad_hybrid, _grad_spectrum):
     )
 
 
-_data_consistency_fused.register_autograd(_backward, setup_context=_setup_context)
+@_dc.backward(setup_context=_setup_context, autograd=_autograd)
+def _(k, grad: torch.Tensor, src: torch.Tensor, spectrum: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor,
+      centered: bool, need_k0_grad: bool, need_weight_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """src and spectrum: what the forward returned (src: k0 itself on the 2-D path). Returns
+    (grad_x, grad_k0, grad_weight), the last two empty when not needed."""
+    B, C, H, W = grad.shape
+    column = mask.shape[1] == 1
+    shared = src.shape[1] == 1 and C > 1  # k0 broadcast over the channels: their gradients are summed
+    forward, inverse = _transforms(column)
+    grad_spec = forward(grad).contiguous()
+    kept = spectrum if need_weight_grad else None
+    if _uses_column_kernels(mask, k.backend):
+        columns = _sampled_columns(mask)
+        grad_src = None
+        if need_k0_grad:
+            # H-major when it goes straight into the FFT along H, row-major when the channels are summed
+            # first, which then writes the FFT's input (measured: BENCHMARKS.md, data_consistency).
+            n = columns.numel()
+            grad_src = grad.new_empty((B, C, H, n)) if shared else grad.new_empty((B, C, n, H)).transpose(-1, -2)
+        args = _column_kernel_args(grad, src, columns, mask, weight, centered)
+        grad_weight_rows = torch.ops.mcmri_fast.dc_blend_columns_backward_(grad_spec, *args, kept, grad_src)
+    else:
+        # Row-major: an H-major grad_src (which the FFT along H would prefer) makes the kernels scatter
+        # with a power-of-two stride, which thrashed the CPU caches (BENCHMARKS.md, data_consistency).
+        grad_src = grad.new_empty((B, C, H, W)) if need_k0_grad else None
+        grad_weight_rows = k.dc_blend_backward_(grad_spec, *_kernel_args(grad, src, mask, weight, centered), kept,
+                                                grad_src)
+    grad_x = inverse(grad_spec)
+
+    grad_k0 = grad.new_empty(0)
+    if need_k0_grad:
+        grad_k0 = grad_src.sum(dim=1, keepdim=True) if shared else grad_src
+        if column and grad_k0.numel() > 0:  # src = ifft_H(k0), so grad_k0 = fft_H(grad_src)
+            grad_k0 = torch.fft.fft(grad_k0, dim=-2, norm="ortho")
+        if _uses_column_kernels(mask, k.backend):  # those were the sampled columns: the others are zero
+            sampled = grad_k0
+            grad_k0 = _h_major(grad, sampled.shape[1]).zero_()
+            grad_k0.transpose(-1, -2).index_copy_(2, columns, sampled.transpose(-1, -2))
+    grad_weight = weight.new_empty(0)
+    if need_weight_grad:
+        grad_weight = grad_weight_rows.reshape(B, C, -1).sum(dim=(0, 2))
+        if weight.numel() == 1:
+            grad_weight = grad_weight.sum().reshape(weight.shape)
+    return grad_x, grad_k0, grad_weight
+
+
+@_dc.backward_fake(backend=True)
+def _(grad, src, spectrum, mask, weight, centered, need_k0_grad, need_weight_grad, backend):
+    B, C, H, W = grad.shape
+    grad_k0 = src.new_empty(0)
+    if need_k0_grad:
+        grad_k0 = grad.new_empty((B, src.shape[1], H, W))
+        if _uses_column_kernels(mask, backend):
+            grad_k0 = _h_major(grad, src.shape[1])
+        elif mask.shape[1] == 1:
+            # it comes out of an FFT along H: the FFT's meta function gives its strides
+            grad_k0 = torch.fft.fft(grad_k0, dim=-2, norm="ortho")
+    grad_weight = torch.empty_like(weight) if need_weight_grad else weight.new_empty(0)
+    return torch.empty_like(grad, memory_format=torch.contiguous_format), grad_k0, grad_weight
