@@ -1,5 +1,5 @@
-"""conv1x1: the matrix-product path (every fused backend) against F.conv2d, autograd, registration, the
-modules that use it and bad inputs."""
+"""conv1x1: the matrix-product path (the cpu backend) against F.conv2d, the reference on CUDA tensors,
+autograd, registration, the modules that use it and bad inputs."""
 import pytest
 import torch
 
@@ -7,9 +7,12 @@ import mcmri_fast
 from mcmri_fast import reference
 from mcmri_fast.backends import BackendUnavailableError, backend_status
 from mcmri_fast.nn import ChannelAttention, UpSample
-from mcmri_fast.ops.conv1x1 import conv1x1
+from mcmri_fast.ops.conv1x1 import _conv1x1, conv1x1
 
-from fused_backends import FUSED, assert_all_close, output_and_gradients, require_backend
+from fused_backends import assert_all_close, output_and_gradients, require_backend
+
+# The op's one fused backend (tests/test_op_backends.py checks that forcing another raises).
+CPU = [pytest.param("cpu", "cpu", id="cpu")]
 
 # (B, C, Co, H, W, bias): odd sizes, C in {8, 64}, batch 1 (no stacking) and above, Co < C and > C
 CASES = [(1, 8, 16, 7, 9, True), (3, 64, 64, 5, 3, False), (2, 8, 3, 11, 1, True), (1, 64, 128, 13, 6, False)]
@@ -34,7 +37,7 @@ def _assert_all_close(got, expected, atol, rtol):
     assert_all_close(("out", "grad_x", "grad_weight", "grad_bias"), got, expected, atol, rtol)
 
 
-@pytest.mark.parametrize("backend,device", FUSED)
+@pytest.mark.parametrize("backend,device", CPU)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c[:5])) + ("-bias" if c[5] else ""))
 def test_fused_matches_reference(backend, device, case):
     """float32 output and gradients against F.conv2d in float64, and against its float32 backward."""
@@ -45,11 +48,16 @@ def test_fused_matches_reference(backend, device, case):
     _assert_all_close(got, _run("reference", args, grad), 1e-4, 1e-4)
 
 
-@pytest.mark.parametrize("backend,device", FUSED)
+@pytest.mark.parametrize("backend,device", CPU)
 def test_fused_double_precision(backend, device):
     require_backend(backend, device)
     args, grad = _inputs(CASES[0], dtype=torch.float64, device=device, seed=1)
     _assert_all_close(_run(backend, args, grad), _run("reference", args, grad), 1e-12, 1e-10)
+
+
+def test_cuda_tensors_take_the_reference():
+    """On CUDA tensors the automatic choice is the reference: torch's convolution, cuDNN."""
+    assert _conv1x1.select(torch.device("cuda")) == "reference"
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])

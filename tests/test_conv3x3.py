@@ -1,6 +1,6 @@
-"""conv3x3: the Winograd kernel (cpu backend) and torch's convolution (every other fused backend, and the
-cpu backend's inputs the kernel does not take) against F.conv2d, autograd, registration, the module and
-bad inputs."""
+"""conv3x3: the Winograd kernel (cpu backend) and torch's convolution (the cpu backend's inputs the kernel
+does not take) against F.conv2d, the reference on CUDA tensors, autograd, registration, the module and bad
+inputs."""
 import os
 
 import pytest
@@ -9,9 +9,12 @@ import torch
 import mcmri_fast
 from mcmri_fast import reference
 from mcmri_fast.nn import Conv3x3
-from mcmri_fast.ops.conv3x3 import conv3x3, winograd_applies
+from mcmri_fast.ops.conv3x3 import _conv3x3, conv3x3, winograd_applies
 
-from fused_backends import FUSED, assert_all_close, output_and_gradients, require_backend
+from fused_backends import assert_all_close, output_and_gradients, require_backend
+
+# The op's one fused backend (tests/test_op_backends.py checks that forcing another raises).
+CPU = [pytest.param("cpu", "cpu", id="cpu")]
 
 # (B, C, Co, H, W, bias): odd sizes, C in {8, 64}; 70 columns are 18 tiles per tile row, two groups of 16
 # (AVX-512) or three of 8 (AVX2), so groups inside the plane and one crossing its right edge both run;
@@ -51,7 +54,7 @@ def _assert_all_close(got, expected, atol, rtol):
     assert_all_close(("out", "grad_x", "grad_weight", "grad_bias"), got, expected, atol, rtol)
 
 
-@pytest.mark.parametrize("backend,device", FUSED)
+@pytest.mark.parametrize("backend,device", CPU)
 @pytest.mark.parametrize("case", CASES, ids=_ids)
 def test_fused_matches_reference(backend, device, case):
     """float32 output and gradients against F.conv2d in float64, and against its float32 backward.
@@ -110,11 +113,16 @@ def test_avx2_winograd_kernel(run_on_cpu_kernels):
         pytest.skip(out.removeprefix("skip:").strip())
 
 
-@pytest.mark.parametrize("backend,device", FUSED)
+@pytest.mark.parametrize("backend,device", CPU)
 def test_fused_double_precision(backend, device):
     require_backend(backend, device)
     args, grad = _inputs(CASES[0], dtype=torch.float64, device=device, seed=1)
     _assert_all_close(_run(backend, args, grad), _run("reference", args, grad), 1e-12, 1e-10)
+
+
+def test_cuda_tensors_take_the_reference():
+    """On CUDA tensors the automatic choice is the reference: torch's convolution, cuDNN."""
+    assert _conv3x3.select(torch.device("cuda")) == "reference"
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])

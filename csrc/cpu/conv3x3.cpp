@@ -1,35 +1,30 @@
-// CPU implementation of the dense 3×3 convolution (zero padding 1, stride 1): Winograd F(4×4, 3×3)
-// (conv3x3_winograd.cpp; in AVX-512, else AVX2) where it applies, torch's convolution (oneDNN) elsewhere.
-// The backward to x is the forward with the kernels rotated, so it takes the Winograd path too; the
-// gradients of the weight and bias are torch's (oneDNN's backward-weights convolution).
-#include "conv3x3.h"
-
+// CPU implementation of the dense 3×3 convolution (the contract: csrc/conv3x3.h), zero padding 1, stride 1:
+// Winograd F(4×4, 3×3) (conv3x3_winograd.cpp; the vector code of the highest instruction set this
+// process runs, AVX-512 or AVX2) where it applies, torch's convolution (oneDNN) elsewhere. The backward to
+// x is the forward with the kernels rotated, so it takes the Winograd path too; the gradients of the
+// weight and bias are torch's (oneDNN's backward-weights convolution).
+// Unlike the other ops' files this one does not include isa_builds.h: it has no ATen vector kernels to
+// build per instruction set; the Winograd vector code is written in each one's intrinsics in a file of
+// its own (conv3x3_winograd_avx512.cpp, conv3x3_winograd_avx2.cpp), picked by cpu_isa.h's pick_isa_build.
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <torch/library.h>
 
+#include "../conv3x3.h"
 #include "conv3x3_winograd.h"
 
 namespace mcmri_fast::cpu {
 namespace {
 
-void check_args(const char* op, const at::Tensor& x, const at::Tensor& weight, const at::Tensor* bias) {
-  TORCH_CHECK(x.dim() == 4, op, ": x must be [B, C, H, W], got ", x.sizes());
-  TORCH_CHECK(weight.dim() == 4 && weight.size(1) == x.size(1) && weight.size(2) == 3 && weight.size(3) == 3, op,
-              ": weight must be [Co, C, 3, 3] with C = ", x.size(1), ", got ", weight.sizes());
-  TORCH_CHECK(weight.scalar_type() == x.scalar_type(), op, ": weight must have x's dtype ", x.scalar_type(), ", got ",
-              weight.scalar_type());
-  if (bias != nullptr) {
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0) && bias->scalar_type() == x.scalar_type(), op,
-                ": bias must be [", weight.size(0), "] of x's dtype, got ", bias->sizes(), " ", bias->scalar_type());
-  }
-}
-
 #ifdef MCMRI_CPU_AVX2_BUILD
 // The Winograd kernel of the instruction set this process runs, nullptr on the baseline one.
 const winograd::Kernel* winograd_kernel() {
+  return pick_isa_build<winograd::Kernel>({
 #ifdef MCMRI_CPU_AVX512_BUILD
-  if (use_avx512_kernels()) return &winograd::avx512_kernel;
+      {KernelIsa::avx512, &winograd::avx512_kernel},
 #endif
-  return use_avx2_kernels() ? &winograd::avx2_kernel : nullptr;
+      {KernelIsa::avx2, &winograd::avx2_kernel},
+  });
 }
 
 // y = x ⋆ w (+ bias) by the Winograd kernel; rotated: by the kernels of the backward to x instead.
@@ -74,14 +69,13 @@ bool winograd_applies(const at::Tensor& x, int64_t outputs) {
 #endif
 }
 
-}  // namespace
-
 bool conv3x3_winograd_applies(const at::Tensor& x, const at::Tensor& weight) {
+  check_conv3x3_args("conv3x3_winograd_applies", x, weight, nullptr);
   return winograd_applies(x, weight.size(0));
 }
 
 at::Tensor conv3x3_fwd(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
-  check_args("conv3x3_fwd", x, weight, bias ? &*bias : nullptr);
+  check_conv3x3_args("conv3x3_fwd", x, weight, bias ? &*bias : nullptr);
 #ifdef MCMRI_CPU_AVX2_BUILD
   if (winograd_applies(x, weight.size(0))) return winograd_conv(x, weight, false, bias ? &*bias : nullptr);
 #endif
@@ -91,10 +85,7 @@ at::Tensor conv3x3_fwd(const at::Tensor& x, const at::Tensor& weight, const std:
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv3x3_bwd(const at::Tensor& grad, const at::Tensor& x,
                                                            const at::Tensor& weight, bool need_x, bool need_weight,
                                                            bool need_bias) {
-  check_args("conv3x3_bwd", x, weight, nullptr);
-  TORCH_CHECK(grad.dim() == 4 && grad.size(0) == x.size(0) && grad.size(1) == weight.size(0) &&
-                  grad.size(2) == x.size(2) && grad.size(3) == x.size(3) && grad.scalar_type() == x.scalar_type(),
-              "conv3x3_bwd: grad must be [B, Co, H, W] of x's dtype, got ", grad.sizes(), " ", grad.scalar_type());
+  check_conv3x3_args("conv3x3_bwd", x, weight, nullptr, &grad);
   at::Tensor grad_x = x.new_empty(0), grad_weight = x.new_empty(0), grad_bias = x.new_empty(0);
   bool torch_x = need_x;
 #ifdef MCMRI_CPU_AVX2_BUILD
@@ -111,6 +102,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv3x3_bwd(const at::Tensor& gra
     if (need_bias) grad_bias = gb;
   }
   return {grad_x, grad_weight, grad_bias};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(mcmri_fast, CPU, m) {
+  m.impl("conv3x3_fwd", &conv3x3_fwd);
+  m.impl("conv3x3_bwd", &conv3x3_bwd);
+  m.impl("conv3x3_winograd_applies", &conv3x3_winograd_applies);
 }
 
 }  // namespace mcmri_fast::cpu

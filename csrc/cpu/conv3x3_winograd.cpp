@@ -7,7 +7,7 @@
 // how many). Per block: transform every input channel into V[36][Cin][TB]; then for each pack of 8
 // outputs, 36 matrix products [8 × Cin]·[Cin × TB] and the output transform. The stride-4 patches are
 // split into vector lanes with permutes and the outputs interleaved back the same way: gathers and
-// scatters, tried first, ran at ~60 cycles each on AMD Zen 4 (this EPYC: family 25, model 17).
+// scatters, tried first, were much slower (BENCHMARKS.md, "Winograd 3×3 convolutions").
 // Rounding: the transforms' coefficients (up to 8) make it ~20× the direct convolution's error, ~1e-5
 // of the output's largest value at Cin = 64 (tests/test_conv3x3.py).
 // This file is compiled for the baseline instruction set: the time goes in the vector code it calls

@@ -46,10 +46,12 @@ struct Kernel {
                            Group group);
 };
 
+// Each instruction set's kernel, compiled for it: call the getter only in a process that runs it
+// (pick_isa_build, cpu_isa.h).
 #ifdef MCMRI_CPU_AVX512_BUILD
-extern const Kernel avx512_kernel;  // where use_avx512_kernels()
+const Kernel& avx512_kernel();
 #endif
-extern const Kernel avx2_kernel;  // where use_avx2_kernels()
+const Kernel& avx2_kernel();
 
 // Writes packs [pack_begin, pack_end) of U from the 3×3 kernels w [Cout_w, Cin_w, 3, 3] (contiguous):
 // the convolution's own (outputs = Cout_w) or, rotated, those of its backward to x (the kernels turned

@@ -186,7 +186,10 @@ void products(const float* V, const float* U, int64_t Cin, float* M) {
 
 }  // namespace
 
-const Kernel avx2_kernel = {8, NG, input_transform, products, output_transform};
+const Kernel& avx2_kernel() {
+  static constexpr Kernel kernel{8, NG, input_transform, products, output_transform};
+  return kernel;
+}
 
 }  // namespace mcmri_fast::cpu::winograd
 

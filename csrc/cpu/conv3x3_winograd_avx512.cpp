@@ -173,7 +173,10 @@ void products(const float* V, const float* U, int64_t Cin, float* M) {
 
 }  // namespace
 
-const Kernel avx512_kernel = {16, NG, input_transform, products, output_transform};
+const Kernel& avx512_kernel() {
+  static constexpr Kernel kernel{16, NG, input_transform, products, output_transform};
+  return kernel;
+}
 
 }  // namespace mcmri_fast::cpu::winograd
 

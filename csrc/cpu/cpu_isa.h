@@ -4,11 +4,12 @@
 // build picked at run time is the one kernel_isa() names. Only GCC on x86-64 has these builds: clang
 // has no GCC target pragma, and other architectures use the baseline build.
 #pragma once
+#include <initializer_list>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define MCMRI_CPU_AVX2_BUILD 1
-// The AVX-512 code (the Winograd kernel of conv3x3_winograd.cpp, raw intrinsics under a target pragma)
-// has the same requirement.
+// The AVX-512 code (conv3x3_winograd_avx512.cpp, raw intrinsics under a target pragma) has the same
+// requirement.
 #define MCMRI_CPU_AVX512_BUILD 1
 #endif
 
@@ -31,9 +32,22 @@ const char* kernel_isa_name();
 inline bool use_avx2_kernels() { return kernel_isa() >= KernelIsa::avx2; }
 #endif
 
-#ifdef MCMRI_CPU_AVX512_BUILD
-// Whether to run AVX-512 code: kernel_isa() is AVX-512 (the CPU has AVX-512F).
-inline bool use_avx512_kernels() { return kernel_isa() >= KernelIsa::avx512; }
-#endif
+// One instruction set's build of a kernel table: its getter may run code compiled for that instruction
+// set, so it is called only in a process that runs it.
+template <typename Table>
+struct IsaBuild {
+  KernelIsa isa;
+  const Table& (*get)();
+};
+
+// The one choice of a kernel table by instruction set: the table of the first of `builds` (listed from
+// the highest instruction set down) that kernel_isa() allows, nullptr where none does.
+template <typename Table>
+const Table* pick_isa_build(std::initializer_list<IsaBuild<Table>> builds) {
+  for (const IsaBuild<Table>& build : builds) {
+    if (kernel_isa() >= build.isa) return &build.get();
+  }
+  return nullptr;
+}
 
 }  // namespace mcmri_fast::cpu

@@ -48,7 +48,7 @@
   template const Table<c10::BFloat16>& getter<c10::BFloat16>();
 
 // In namespace mcmri_fast::cpu of the baseline build: getter<scalar_t>(), the table of the build this
-// process runs (the AVX2 one where use_avx2_kernels(), else the baseline one).
+// process runs (the AVX2 one where kernel_isa() allows it, else the baseline one: pick_isa_build).
 #ifdef MCMRI_CPU_AVX2_BUILD
 #define MCMRI_CPU_PICK_KERNELS(getter, Table)                                                         \
   namespace avx2 {                                                                                    \
@@ -57,7 +57,8 @@
   }                                                                                                   \
   template <typename scalar_t>                                                                        \
   const Table<scalar_t>& getter() {                                                                   \
-    return use_avx2_kernels() ? avx2::getter<scalar_t>() : base::getter<scalar_t>();                  \
+    return *pick_isa_build<Table<scalar_t>>(                                                          \
+        {{KernelIsa::avx2, &avx2::getter<scalar_t>}, {KernelIsa::baseline, &base::getter<scalar_t>}}); \
   }
 #else
 #define MCMRI_CPU_PICK_KERNELS(getter, Table) \

@@ -6,15 +6,17 @@ attention (q, kv, out), frequency blocks (the conv before the FFT) and up-sampli
 
 The reference implementation is `mcmri_fast.reference.conv1x1` (`F.conv2d` with a 1×1 kernel).
 
-How the fused backends compute it: no custom kernel, the fastest library GEMM for the layout. On the CPU
-(float32, and bfloat16 where oneDNN has it: AVX-512 CPUs, see `onednn_supports`) oneDNN's matrix product
-(`torch.ops.mkldnn._linear_pointwise`, the op Inductor lowers linear layers to), which reads x[b] as the
-transpose of its [H·W, C] operand in place: oneDNN's 1×1 convolution instead reorders every NCHW map to
-its blocked layout and back, and ATen's matmul is MKL's, which runs its AVX2 code on AMD CPUs. fwd+bwd
-at 1×64×240², 64 → 64: 4.8 ms against 9.6 ms for `F.conv2d` (BENCHMARKS.md). Other dtypes, and CUDA
-tensors (cuBLAS), use `torch.matmul`. At B > 1 each sample is one product and the outputs are stacked
-(one copy). Results agree with `F.conv2d` to float32 rounding (another summation order in the weight's
-gradient).
+Backends: cpu and reference. How the cpu backend computes it: no custom kernel, the fastest library GEMM
+for the layout. For float32, and bfloat16 where oneDNN has it (AVX-512 CPUs, see `onednn_supports`),
+oneDNN's matrix product (`torch.ops.mkldnn._linear_pointwise`, the op Inductor lowers linear layers to),
+which reads x[b] as the transpose of its [H·W, C] operand in place: oneDNN's 1×1 convolution instead
+reorders every NCHW map to its blocked layout and back, and ATen's matmul is MKL's, which runs its AVX2
+code on AMD CPUs (BENCHMARKS.md has the figures). Other dtypes use `torch.matmul`. At B > 1 each sample
+is one product and the outputs are stacked (one copy). Results agree with `F.conv2d` to float32 rounding
+(another summation order in the weight's gradient).
+
+CUDA tensors take the reference, torch's convolution (cuDNN), a library call as this op's is on the CPU:
+the op has no cuda or triton backend, and forcing one raises BackendUnavailableError.
 """
 import functools
 import logging
@@ -22,19 +24,14 @@ import logging
 import torch
 
 from .. import reference
-from ..backends import select_backend
 from ._checks import promoted_float_dtype
-from ._weighted_autograd import backward_fake, register_autograd
+from ._fused import FusedOp, gradient_fake
 
 __all__ = ["conv1x1", "onednn_supports"]
 
 logger = logging.getLogger(__name__)
 
 _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Public API: validation and dispatch
 
 
 def conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -52,16 +49,10 @@ def conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     have any strides.
     """
     x, weight, bias = _validate(x, weight, bias)
-    backend = _select(x.device)
+    backend = _conv1x1.select(x.device)
     if backend == "reference":
         return reference.conv1x1(x, weight, bias)
-    return torch.ops.mcmri_fast.conv1x1(x, weight.reshape(weight.shape[0], -1), bias, backend)
-
-
-@torch.compiler.assume_constant_result
-def _select(device: torch.device) -> str:
-    # Under torch.compile the choice is made once, at trace time, and baked into the graph.
-    return select_backend("conv1x1", device)
+    return _conv1x1(x, weight.reshape(weight.shape[0], -1), bias, backend=backend)
 
 
 def _validate(x, weight, bias):
@@ -76,10 +67,6 @@ def _validate(x, weight, bias):
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
         raise ValueError(f"bias must be [Co] = [{weight.shape[0]}] or None, got shape {tuple(bias.shape)}")
     return x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Fused implementation (custom ops, so torch.compile sees one node with a fake implementation)
 
 
 @functools.lru_cache(maxsize=None)
@@ -102,28 +89,23 @@ def onednn_supports(dtype: torch.dtype) -> bool:
     return True
 
 
-def _onednn(a: torch.Tensor, backend: str) -> bool:
-    """Whether the cpu backend's products of `a` go to oneDNN (else `torch.matmul`: MKL, cuBLAS)."""
-    return backend == "cpu" and onednn_supports(a.dtype)
-
-
 def _linear(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """a [M, K] · wᵀ ([N, K], any strides: oneDNN reads a transposed view in place) → [M, N], oneDNN's."""
     return torch.ops.mkldnn._linear_pointwise(a.contiguous(), w, None, "none", [], "")
 
 
-def _apply(a: torch.Tensor, planes: torch.Tensor, backend: str) -> torch.Tensor:
+def _apply(a: torch.Tensor, planes: torch.Tensor) -> torch.Tensor:
     """a [M, K] applied to each plane [K, N] of planes [B, K, N] → [B, M, N] contiguous. oneDNN takes one
     product per sample (stacked: a copy at B > 1); matmul one batched call."""
-    if not _onednn(a, backend):
+    if not onednn_supports(a.dtype):
         return torch.matmul(a, planes)
     products = [_linear(a, plane.t()) for plane in planes]
     return products[0].unsqueeze(0) if len(products) == 1 else torch.stack(products)
 
 
-def _sum_of_products(grads: torch.Tensor, planes: torch.Tensor, backend: str) -> torch.Tensor:
+def _sum_of_products(grads: torch.Tensor, planes: torch.Tensor) -> torch.Tensor:
     """Σ_b grads[b] · planes[b]ᵀ ([B, M, N] and [B, K, N] → [M, K]): the weight's gradient."""
-    if not _onednn(grads, backend):
+    if not onednn_supports(grads.dtype):
         return torch.matmul(grads, planes.transpose(1, 2)).sum(0)
     # planes[b] is the transpose of the product's right operand as it stands: oneDNN reads it in place
     total = _linear(grads[0], planes[0])
@@ -132,42 +114,42 @@ def _sum_of_products(grads: torch.Tensor, planes: torch.Tensor, backend: str) ->
     return total
 
 
-@torch.library.custom_op("mcmri_fast::conv1x1", mutates_args=())
-def _conv1x1_fused(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, backend: str) -> torch.Tensor:
+# The cpu backend's kernels are the library calls above (no C++ op of its own).
+_conv1x1 = FusedOp("conv1x1", supported=("cpu", "reference"))
+
+
+@_conv1x1.forward
+def _(k, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     B, C, H, W = x.shape
-    out = _apply(weight, x.contiguous().view(B, C, H * W), backend)
+    out = _apply(weight, x.contiguous().view(B, C, H * W))
     if bias is not None:
         out.add_(bias.view(1, -1, 1))
     return out.view(B, weight.shape[0], H, W)
 
 
-@_conv1x1_fused.register_fake
-def _(x, weight, bias, backend):
+@_conv1x1.fake
+def _(x, weight, bias):
     return x.new_empty((x.shape[0], weight.shape[0], x.shape[2], x.shape[3]))
 
 
-@torch.library.custom_op("mcmri_fast::conv1x1_backward", mutates_args=())
-def _conv1x1_fused_backward(
-    grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, need_x: bool, need_weight: bool, need_bias: bool,
-    backend: str,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+@_conv1x1.backward(saves=("x", "weight"), grads=("x", "weight", "bias"))
+def _(k, grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, need_x: bool, need_weight: bool,
+      need_bias: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(grad_x, grad_weight [Co, C], grad_bias); an empty tensor for each one not asked for."""
     B, C, H, W = x.shape
     grads = grad.contiguous().view(B, weight.shape[0], H * W)
     # distinct empties: a custom op's outputs must not alias each other
     grad_x, grad_weight, grad_bias = (x.new_empty(0) for _ in range(3))
     if need_x:
-        grad_x = _apply(weight.t().contiguous(), grads, backend).view(B, C, H, W)
+        grad_x = _apply(weight.t().contiguous(), grads).view(B, C, H, W)
     if need_weight:
-        grad_weight = _sum_of_products(grads, x.contiguous().view(B, C, H * W), backend)
+        grad_weight = _sum_of_products(grads, x.contiguous().view(B, C, H * W))
     if need_bias:
         grad_bias = grads.sum((0, 2))
     return grad_x, grad_weight, grad_bias
 
 
-@_conv1x1_fused_backward.register_fake
-def _(grad, x, weight, need_x, need_weight, need_bias, backend):
-    return backward_fake(x, weight, need_x, need_weight, need_bias)
-
-
-register_autograd(_conv1x1_fused, _conv1x1_fused_backward)
+@_conv1x1.backward_fake
+def _(grad, x, weight, need_x, need_weight, need_bias):
+    grad_bias = weight.new_empty(weight.shape[0]) if need_bias else x.new_empty(0)
+    return gradient_fake(x, need_x), gradient_fake(weight, need_weight), grad_bias

@@ -7,39 +7,34 @@ the convolutions on the spectrum's amplitude and phase, the fusions).
 
 The reference implementation is `mcmri_fast.reference.conv3x3` (`F.conv2d`).
 
-How the cpu backend computes it: Winograd's minimal filtering F(4×4, 3×3), for the forward and for the
-backward to x (the same convolution with the rotated kernels): 4× fewer multiply-adds than the direct
-convolution, plus transforms of the input and output tiles. csrc/cpu/conv3x3_winograd.cpp holds what
-every instruction set shares (the weight transform, the blocks of tiles); the vector code is AVX-512
+Backends: cpu and reference. How the cpu backend computes it: Winograd's minimal filtering F(4×4, 3×3),
+for the forward and for the backward to x (the same convolution with the rotated kernels): 4× fewer
+multiply-adds than the direct convolution, plus transforms of the input and output tiles. oneDNN's direct
+convolution already runs near this CPU's peak, so only fewer multiply-adds make it faster (BENCHMARKS.md
+has the figures, per instruction set). csrc/cpu/conv3x3_winograd.cpp holds what every instruction set
+shares (the weight transform, the blocks of tiles); the vector code is AVX-512
 (conv3x3_winograd_avx512.cpp, 16 tiles a vector) on CPUs that have it, else AVX2 + FMA
 (conv3x3_winograd_avx2.cpp, 8 tiles a vector), as the library's CPU ISA (`mcmri_fast.cpu_isa`) allows.
-oneDNN's direct convolution runs within 20-30% of this CPU's peak, so only fewer multiply-adds make it
-faster: at 1×64×240², 64 → 64, fwd 6.7 ms against 12.5 ms and fwd+bwd 25.8 ms against 39.3 ms
-(AVX-512, BENCHMARKS.md); the AVX2 kernel alone runs as fast as the AVX-512 one on this CPU (AMD
-Zen 4, which executes AVX-512 in 256-bit halves): 9.7 against 8.5-9.4 ms at 2 threads in a standalone
-C++ harness. The weight's and bias's gradients are torch's (oneDNN). The kernel runs for
-float32 on CPUs with AVX2 (and the caps allowing it), Co a multiple of 8, C ≥ 8 and planes at least
-8 × 8; other inputs take torch's convolution inside the same op. Rounding: Winograd's transforms have
-coefficients up to 8, so the result's error is ~20× the direct convolution's, ~1e-5 of the output's
-largest value at C = 64 (float32), as in the Winograd convolutions of cuDNN and oneDNN; both builds
-round alike.
+The weight's and bias's gradients are torch's (oneDNN). The kernel runs for float32 on CPUs with AVX2
+(and the caps allowing it), Co a multiple of 8, C ≥ 8 and planes at least 8 × 8; other inputs take
+torch's convolution inside the same op. Rounding: Winograd's transforms have coefficients up to 8, so
+the result's error is ~20× the direct convolution's, ~1e-5 of the output's largest value at C = 64
+(float32), as in the Winograd convolutions of cuDNN and oneDNN; both builds round alike.
 
-On CUDA tensors (the cuda and triton backends) the op is torch's convolution: cuDNN picks its own
-algorithms (Winograd and implicit GEMM among them), which a hand-written kernel would not beat.
+CUDA tensors take the reference, torch's convolution: cuDNN picks its own algorithms (Winograd and
+implicit GEMM among them), which a hand-written kernel would not beat. So the op has no cuda or triton
+backend, and forcing one raises BackendUnavailableError.
+
+The kernels: `conv3x3_fwd`, `conv3x3_bwd` and `conv3x3_winograd_applies`, whose contract is
+csrc/conv3x3.h (the C++ ops of csrc/cpu/conv3x3.cpp).
 """
 import torch
-import torch.nn.functional as F
 
 from .. import reference
-from ..backends import select_backend
 from ._checks import promoted_float_dtype
-from ._weighted_autograd import backward_fake, register_autograd
+from ._fused import FusedOp, gradient_fake
 
 __all__ = ["conv3x3"]
-
-
-# ---------------------------------------------------------------------------------------------------
-# Public API: validation and dispatch
 
 
 def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -58,16 +53,10 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     Gradients flow to x, weight and bias (those that require them). Inputs may have any strides.
     """
     x, weight, bias = _validate(x, weight, bias)
-    backend = _select(x.device)
+    backend = _conv3x3.select(x.device)
     if backend == "reference":
         return reference.conv3x3(x, weight, bias)
-    return torch.ops.mcmri_fast.conv3x3(x, weight, bias, backend)
-
-
-@torch.compiler.assume_constant_result
-def _select(device: torch.device) -> str:
-    # Under torch.compile the choice is made once, at trace time, and baked into the graph.
-    return select_backend("conv3x3", device)
+    return _conv3x3(x, weight, bias, backend=backend)
 
 
 def _validate(x, weight, bias):
@@ -90,41 +79,27 @@ def winograd_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return x.device.type == "cpu" and bool(torch.ops.mcmri_fast.conv3x3_winograd_applies(x, weight))
 
 
-# ---------------------------------------------------------------------------------------------------
-# Fused implementation (custom ops, so torch.compile sees one node with a fake implementation)
+_conv3x3 = FusedOp("conv3x3", kernels=("conv3x3_fwd", "conv3x3_bwd"), supported=("cpu", "reference"))
 
 
-@torch.library.custom_op("mcmri_fast::conv3x3", mutates_args=())
-def _conv3x3_fused(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, backend: str) -> torch.Tensor:
-    if backend == "cpu":
-        return torch.ops.mcmri_fast.conv3x3_fwd(x, weight, bias)
-    return F.conv2d(x, weight, bias, padding=1).contiguous()
+@_conv3x3.forward
+def _(k, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return k.conv3x3_fwd(x, weight, bias)
 
 
-@_conv3x3_fused.register_fake
-def _(x, weight, bias, backend):
+@_conv3x3.fake
+def _(x, weight, bias):
     return x.new_empty((x.shape[0], weight.shape[0], x.shape[2], x.shape[3]))
 
 
-@torch.library.custom_op("mcmri_fast::conv3x3_backward", mutates_args=())
-def _conv3x3_fused_backward(
-    grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, need_x: bool, need_weight: bool, need_bias: bool,
-    backend: str,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+@_conv3x3.backward(saves=("x", "weight"), grads=("x", "weight", "bias"))
+def _(k, grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, need_x: bool, need_weight: bool,
+      need_bias: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(grad_x, grad_weight, grad_bias), contiguous; an empty tensor for each one not asked for."""
-    if backend == "cpu":
-        return torch.ops.mcmri_fast.conv3x3_bwd(grad.contiguous(), x, weight, need_x, need_weight, need_bias)
-    grad_x, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
-        grad, x, weight, [weight.shape[0]], [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [need_x, need_weight, need_bias]
-    )
-    # distinct empties: a custom op's outputs must not alias each other
-    return tuple(t.contiguous() if need else x.new_empty(0)
-                 for t, need in ((grad_x, need_x), (grad_weight, need_weight), (grad_bias, need_bias)))
+    return k.conv3x3_bwd(grad, x, weight, need_x, need_weight, need_bias)
 
 
-@_conv3x3_fused_backward.register_fake
-def _(grad, x, weight, need_x, need_weight, need_bias, backend):
-    return backward_fake(x, weight, need_x, need_weight, need_bias)
-
-
-register_autograd(_conv3x3_fused, _conv3x3_fused_backward)
+@_conv3x3.backward_fake
+def _(grad, x, weight, need_x, need_weight, need_bias):
+    grad_bias = weight.new_empty(weight.shape[0]) if need_bias else x.new_empty(0)
+    return gradient_fake(x, need_x), gradient_fake(weight, need_weight), grad_bias

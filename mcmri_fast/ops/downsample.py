@@ -1,7 +1,7 @@
-"""The unshuffle down-sampling block as one strided convolution: FSMNet's DownSample (seed 002).
+"""The unshuffle down-sampling block as one strided convolution: FSMNet's DownSample.
 
     out = conv1×1(pixel_unshuffle(conv_k×k(x), r))                      (the reference: three steps)
-        = conv_(k+r-1)×(k+r-1), stride r, padding k // 2 (x; K)         (every other backend)
+        = conv_(k+r-1)×(k+r-1), stride r, padding k // 2 (x; K)         (the cpu and cuda backends)
 
 The block is linear from x to out, and each output pixel reads only the r × r pixels of the k×k
 convolution's output under it: composed, the two convolutions are one (k+r-1)-wide convolution of
@@ -9,20 +9,22 @@ stride r, K[o, i] = Σ_c Σ_(a,b) P[o, c, a, b] ⋆ W[c, i] (a full 2-D convolut
 r × r taps, P = project_weight viewed as [Co, C, r, r] in pixel_unshuffle's channel order, with the
 first convolution's k × k taps W). It computes only the pixels the stride keeps: at FSMNet's setting
 (C = 64, k = 3, r = 2) 16 multiply-adds per input channel and output pixel where the three steps take
-4·9 + 4 = 40, and no unshuffled copy. fwd+bwd at 1×64×240²: 24 ms against 49 (BENCHMARKS.md).
+4·9 + 4 = 40, and no unshuffled copy (BENCHMARKS.md has the figures).
 
 This is an algebraic rewrite on torch's convolution (oneDNN on the CPU, cuDNN on CUDA), not a custom
 kernel: the composed kernel K is a differentiable function of the weights (a transposed convolution of
 two small tensors), so autograd gives the weights' gradients through it, and torch.compile traces it.
-The reference implementation is `mcmri_fast.reference.unshuffle_downsample`. Rounding differs from
-the three steps' (another summation order), within float32 tolerance.
+The cpu and cuda backends are this rewrite on either device's tensors; there is no Triton kernel, so
+forcing triton raises BackendUnavailableError. The reference implementation is
+`mcmri_fast.reference.unshuffle_downsample`. Rounding differs from the three steps' (another summation
+order), within float32 tolerance.
 """
 import torch
 import torch.nn.functional as F
 
 from .. import reference
-from ..backends import select_backend
 from ._checks import promoted_float_dtype
+from ._fused import FusedOp
 
 __all__ = ["unshuffle_downsample"]
 
@@ -50,22 +52,21 @@ def unshuffle_downsample(
     Returns:
         [B, Co, H / factor, W / factor] in the promoted dtype of the inputs.
 
-    The fused backends run one convolution of stride `factor` with the composed kernel (see the module
-    docstring); gradients flow to x, the weights and the biases through it.
+    The cpu and cuda backends run one convolution of stride `factor` with the composed kernel (see the
+    module docstring); gradients flow to x, the weights and the biases through it.
     """
     x, conv_weight, project_weight, conv_bias, project_bias = _validate(
         x, conv_weight, project_weight, factor, conv_bias, project_bias
     )
-    if _select(x.device) == "reference":
+    if _downsample.select(x.device) == "reference":
         return reference.unshuffle_downsample(x, conv_weight, project_weight, factor, conv_bias, project_bias)
     weight, bias = _composed_kernel(conv_weight, project_weight, factor, conv_bias, project_bias)
     return F.conv2d(x, weight, bias, stride=factor, padding=conv_weight.shape[-1] // 2)
 
 
-@torch.compiler.assume_constant_result
-def _select(device: torch.device) -> str:
-    # Under torch.compile the choice is made once, at trace time, and baked into the graph.
-    return select_backend("unshuffle_downsample", device)
+# Only the backend table: the rewrite is plain torch code (autograd and torch.compile go through it), no
+# custom op.
+_downsample = FusedOp("unshuffle_downsample", supported=("cpu", "cuda", "reference"))
 
 
 def _composed_kernel(conv_weight, project_weight, factor, conv_bias, project_bias):
