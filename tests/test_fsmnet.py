@@ -11,7 +11,7 @@ import mcmri_fast
 from mcmri_fast.models import build_model, get_model_spec
 from mcmri_fast.models.fsmnet import FSMNet, fsmnet_loss
 from mcmri_fast.nn import CMSFusion, FreqBlock, FSFusion
-from mcmri_fast.train import TrainConfig, train
+from mcmri_fast.workflows.train import TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -222,7 +222,7 @@ def test_bad_configuration(kwargs, message):
 def test_trains_and_evaluates_through_the_workflows(tmp_path):
     """One step of `mcmri train --model fsmnet` on the builtin data (the dict output and the paper's
     loss through the training loop), then its checkpoint evaluated."""
-    from mcmri_fast.evaluate import evaluate
+    from mcmri_fast.workflows.evaluate import evaluate
 
     config = TrainConfig(model="fsmnet", model_config={"channels": 8, "heads": 2, "resblocks": 1}, epochs=1,
                          batch_size=2, max_steps_per_epoch=1, val_data=None, run_dir=str(tmp_path / "run"), device="cpu")

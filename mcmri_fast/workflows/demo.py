@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from . import benchmarking, models
+from .. import models
+from . import benchmarking
 from ._progress import progress_bar
 from .evaluate import evaluate
 from .train import TrainConfig, resolve_device, train

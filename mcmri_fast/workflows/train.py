@@ -62,14 +62,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import metrics
-from .data.datasets import BuiltinDataset, FastMRIPairDataset, NiftiPairDataset, PairedH5Dataset
-from ._files import atomic_file, atomic_write_text
+from .. import metrics
+from .._files import atomic_file, atomic_write_text
+from ..data.datasets import BuiltinDataset, FastMRIPairDataset, NiftiPairDataset, PairedH5Dataset
+from ..data.fft import ifft2c
+from ..data.masks import MASK_NAMES, mask_func
+from ..data.transforms import MaskSampler, center_crop
+from ..models import build_model, get_model_spec, reconstruction
 from ._progress import progress_bar
-from .data.fft import ifft2c
-from .data.masks import MASK_NAMES, mask_func
-from .data.transforms import MaskSampler, center_crop
-from .models import build_model, get_model_spec, reconstruction
 
 __all__ = [
     "TrainConfig",
@@ -361,7 +361,7 @@ def _volume_shard(dataset: torch.utils.data.Dataset, rank: int, world_size: int)
 
 
 # ---------------------------------------------------------------------------------------------------
-# Images, metrics and the evaluation loop shared with mcmri_fast.evaluate
+# Images, metrics and the evaluation loop shared with mcmri_fast.workflows.evaluate
 
 
 def denormalized_magnitude(x: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:

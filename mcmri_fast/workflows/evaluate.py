@@ -12,7 +12,7 @@ HDF5 reconstructions.
 Conventions: images are magnitudes in the data's units ([S, H, W] float32 per volume, slices in slice
 order); the reconstruction is the model's output de-normalised (x · scale + offset, its magnitude for
 complex x), the target the magnitude of the fully sampled k-space's inverse FFT and the zero-filled
-image that of the measurement's (`mcmri_fast.train.ground_truth`), so scores do not depend on the
+image that of the measurement's (`mcmri_fast.workflows.train.ground_truth`), so scores do not depend on the
 normalisation. Metrics are fastMRI's (`mcmri_fast.metrics`, data_range = the target volume's max);
 "std" is the population standard deviation over volumes (0 for one volume). Masks are drawn per volume
 (MaskSampler "volume", seeded by the file name as fastMRI does), so every model sees the same
@@ -44,9 +44,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._files import atomic_file, atomic_write_text
+from .._files import atomic_file, atomic_write_text
+from ..models import build_model, get_model_spec
 from ._progress import progress_bar
-from .models import build_model, get_model_spec
 from .train import (
     DATASET_KINDS,
     METRIC_NAMES,
@@ -416,8 +416,8 @@ def evaluate(
     model: a checkpoint path, or a model name: "zero_filled" (any model that is not trained) alone,
         or with `checkpoint` (the checkpoint must then be of that model: CheckpointError otherwise).
     dataset, data, data_root, target, reference, crop, mask, mask_kwargs, misalignment, noise: as in
-        `mcmri_fast.train.TrainConfig` (data: the split to evaluate, a builtin split name or a path);
-        None takes the checkpoint's training value, else the default (builtin "test").
+        `mcmri_fast.workflows.train.TrainConfig` (data: the split to evaluate, a builtin split name or
+        a path); None takes the checkpoint's training value, else the default (builtin "test").
     slices_to_plot: slice positions drawn per volume (negative: from the end; positions a volume does
         not have are skipped); None: the middle slice of each volume; () none.
     batch_size, device ("auto", "cpu", "cuda"), workers, amp (float16 autocast, CUDA only).

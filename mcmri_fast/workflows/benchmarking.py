@@ -31,8 +31,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import torch
 import torch.utils.benchmark
 
-from . import _native, ops, reference
-from .backends import BackendUnavailableError, available_backends, backend_status, use_backend
+from .. import _native, ops, reference
+from ..backends import BackendUnavailableError, available_backends, backend_status, use_backend
 
 logger = logging.getLogger(__name__)
 
@@ -461,7 +461,7 @@ def build_model_case(case: ModelCase, device: torch.device | str, *, warmup: int
     """(run, setup seconds): run() performs one step of the case, warmed up `warmup` times (compiled,
     for "compile"). Same weights (seed 0) and inputs for every provider."""
     # imported here: the registry imports every model module, needed only when a model is benchmarked
-    from . import models
+    from .. import models
     from .train import make_loss
 
     device = torch.device(device)
