@@ -26,6 +26,7 @@ import torch
 
 from mcmri_fast.backends import use_backend
 from mcmri_fast.workflows import benchmarking
+from mcmri_fast.workflows.common import synchronize
 
 # A round times enough calls to last this long, so fast GPU calls are not dominated by timer overhead.
 MIN_ROUND_S = 1e-3
@@ -165,8 +166,7 @@ def op_run(case, bench_device):
 
         for _ in range(2):
             run()
-        if bench_device.type == "cuda":
-            torch.cuda.synchronize(bench_device)
+        synchronize(bench_device)
         return run, time.perf_counter() - start
 
     return op_run

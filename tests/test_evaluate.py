@@ -21,9 +21,10 @@ from mcmri_fast.data.datasets import BuiltinDataset, PairedH5Dataset
 from mcmri_fast.data.formats import write_paired_h5
 from mcmri_fast.data.masks import mask_func
 from mcmri_fast.data.transforms import MaskSampler
-from mcmri_fast.workflows.evaluate import evaluate, panel_image, panel_layout, reconstruct, write_png
 from mcmri_fast.models import build_model
-from mcmri_fast.workflows.train import CheckpointError, TrainConfig, load_checkpoint, train
+from mcmri_fast.workflows.common import CheckpointError, load_checkpoint
+from mcmri_fast.workflows.evaluate import evaluate, panel_image, panel_layout, reconstruct, write_png
+from mcmri_fast.workflows.train import TrainConfig, train
 
 MASK_KWARGS = {"center_fractions": [0.08], "accelerations": [4]}
 METRICS = ("nmse", "psnr", "ssim", "mae")

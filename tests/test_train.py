@@ -22,14 +22,8 @@ from mcmri_fast.data.formats import write_paired_h5
 from mcmri_fast.data.masks import mask_func
 from mcmri_fast.data.transforms import MaskSampler
 from mcmri_fast.models import ModelSpec, build_model, model_names, register
-from mcmri_fast.workflows.train import (
-    CheckpointError,
-    TrainConfig,
-    load_checkpoint,
-    resolve_device,
-    save_checkpoint,
-    train,
-)
+from mcmri_fast.workflows.common import CheckpointError, load_checkpoint, resolve_device, save_checkpoint
+from mcmri_fast.workflows.train import TrainConfig, train
 
 TINY_UNET = {"chans": 4, "num_pool_layers": 2}
 MASK_KWARGS = {"center_fractions": [0.08], "accelerations": [4]}

@@ -196,7 +196,7 @@ def test_kill_and_resume_repeat_the_uninterrupted_run(tmp_path, capsys):
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
-    from mcmri_fast.workflows.train import load_checkpoint
+    from mcmri_fast.workflows.common import load_checkpoint
 
     assert load_checkpoint(killed / "checkpoints" / "last.pt")["epoch"] < 10, "the run ended before it was killed"
 

@@ -31,8 +31,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import torch
 import torch.utils.benchmark
 
-from .. import _native, ops, reference
+from .. import _native, models, ops, reference
 from ..backends import BackendUnavailableError, available_backends, backend_status, use_backend
+from .common import synchronize
+from .train import make_loss
 
 logger = logging.getLogger(__name__)
 
@@ -352,7 +354,7 @@ def build_data_consistency_case(
 
     for _ in range(warmup):
         run()
-    _synchronize(device)
+    synchronize(device)
     return BuiltCase(
         case=case,
         device=device,
@@ -361,11 +363,6 @@ def build_data_consistency_case(
         input_copies=copies,
         setup_s=time.perf_counter() - start,
     )
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -460,10 +457,6 @@ def model_cases(size: str = "paper", providers: Iterable[str] = PROVIDERS, modes
 def build_model_case(case: ModelCase, device: torch.device | str, *, warmup: int = 1) -> tuple[Callable[[], None], float]:
     """(run, setup seconds): run() performs one step of the case, warmed up `warmup` times (compiled,
     for "compile"). Same weights (seed 0) and inputs for every provider."""
-    # imported here: the registry imports every model module, needed only when a model is benchmarked
-    from .. import models
-    from .train import make_loss
-
     device = torch.device(device)
     reason = provider_status(case.provider, device)
     if reason is not None:
@@ -498,7 +491,7 @@ def build_model_case(case: ModelCase, device: torch.device | str, *, warmup: int
 
     for _ in range(warmup):
         run()
-    _synchronize(device)
+    synchronize(device)
     return run, time.perf_counter() - start
 
 
@@ -537,17 +530,17 @@ def time_interleaved(
     for name, run in runs.items():
         start = time.perf_counter()
         run()
-        _synchronize(device)
+        synchronize(device)
         calls[name] = max(1, int(block_s / max(time.perf_counter() - start, 1e-9)))
     samples: dict[str, list[float]] = {name: [] for name in runs}
     spent = dict.fromkeys(runs, 0.0)
     while min(spent.values()) < min_run_time or min(len(v) for v in samples.values()) < min_rounds:
         for name, run in runs.items():
-            _synchronize(device)
+            synchronize(device)
             start = time.perf_counter()
             for _ in range(calls[name]):
                 run()
-            _synchronize(device)
+            synchronize(device)
             elapsed = time.perf_counter() - start
             spent[name] += elapsed
             samples[name].append(elapsed / calls[name])

@@ -463,7 +463,7 @@ def _key_values(pairs: Sequence[str] | None, option: str) -> dict:
 
 def _add_data_options(sub: argparse.ArgumentParser, *, training: bool) -> None:
     from ..data.masks import MASK_NAMES
-    from .train import DATASET_KINDS
+    from .common import DATASET_KINDS
 
     data = sub.add_argument_group("data")
     data.add_argument("--dataset", choices=DATASET_KINDS, default=None, help="dataset kind (default: builtin)")

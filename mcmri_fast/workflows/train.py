@@ -2,7 +2,7 @@
 checkpoints, exact resume, mixed precision and DistributedDataParallel.
 
 What a run does (`train(config)`):
-- builds the training and validation datasets (`make_dataset`): training masks are drawn per sample and
+- builds the training and validation datasets (`common.make_dataset`): training masks are drawn per sample and
   per epoch (MaskSampler "sample", `set_epoch` each epoch), validation masks per volume (MaskSampler
   "volume", seeded by the file name as fastMRI does);
 - builds the model, its loss, the paper's optimiser and schedule from the registry
@@ -38,8 +38,8 @@ Checkpoints: a dict saved with torch.save, readable with `torch.load(weights_onl
 numbers, strings, lists, tuples, dicts only): {"format": "mcmri_fast.checkpoint", "version": 1,
 "model", "model_config" (the full constructor arguments), "data" (dataset options), "state_dict",
 "optimizer", "scheduler", "scaler", "epoch" (epochs done), "step" (optimiser steps done), "rng",
-"metrics", "best_ssim", "config" (the run's TrainConfig as a dict)}. `load_checkpoint` reads and checks
-one.
+"metrics", "best_ssim", "config" (the run's TrainConfig as a dict)}. `common.load_checkpoint` reads and
+checks one.
 """
 from __future__ import annotations
 
@@ -51,10 +51,8 @@ import math
 import numbers
 import os
 import random
-import re
 import time
-from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,46 +61,34 @@ import torch
 import torch.nn.functional as F
 
 from .. import metrics
-from .._files import atomic_file, atomic_write_text
-from ..data.datasets import BuiltinDataset, FastMRIPairDataset, NiftiPairDataset, PairedH5Dataset
-from ..data.fft import ifft2c
-from ..data.masks import MASK_NAMES, mask_func
-from ..data.transforms import MaskSampler, center_crop
+from .._files import atomic_write_text
+from ..data.masks import MASK_NAMES
 from ..models import build_model, get_model_spec, reconstruction
 from ._progress import progress_bar
+from .common import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    DATASET_KINDS,
+    DEVICE_OPTION,
+    METRIC_NAMES,
+    autocast,
+    contrasts,
+    iter_volumes,
+    load_checkpoint,
+    make_dataset,
+    make_mask_sampler,
+    resolve_device,
+    save_checkpoint,
+    to_device,
+    volume_metrics,
+)
 
-__all__ = [
-    "TrainConfig",
-    "train",
-    "CheckpointError",
-    "load_checkpoint",
-    "save_checkpoint",
-    "DATASET_KINDS",
-    "make_dataset",
-    "make_mask_sampler",
-    "resolve_device",
-    "VolumeResult",
-    "iter_volumes",
-    "volume_metrics",
-    "denormalized_magnitude",
-    "ground_truth",
-]
+__all__ = ["TrainConfig", "train", "make_loss"]
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "mcmri_fast.checkpoint"
-CHECKPOINT_VERSION = 1
-DATASET_KINDS = ("builtin", "fastmri", "paired_h5", "ixi", "brats")
-METRIC_NAMES = ("nmse", "psnr", "ssim", "mae")
 # Options a resumed run may change; any other difference from the checkpoint's config is refused.
 RESUMABLE_OPTIONS = ("run_dir", "epochs", "workers", "val_every", "log_every", "device", "amp", "compile", "max_steps_per_epoch")
-# Contrast pairs (target, reference) of each dataset kind when the config names none.
-_DEFAULT_CONTRASTS = {"builtin": ("t2", "t1"), "fastmri": ("pdfs", "pd"), "ixi": ("t2", "pd"), "brats": ("t2", "t1")}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that is missing, unreadable, not a mcmri_fast checkpoint, or of another model;
-    the message names the file."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -219,7 +205,7 @@ class TrainConfig:
                 fail(name, "True, False or None")
         if not isinstance(self.compile, bool):
             fail("compile", "True or False")
-        if not isinstance(self.device, str) or not _DEVICE_OPTION.match(self.device):
+        if not isinstance(self.device, str) or not DEVICE_OPTION.match(self.device):
             fail("device", "'auto', 'cpu', 'cuda' or 'cuda:N'")
 
     def to_dict(self) -> dict:
@@ -257,238 +243,6 @@ class TrainConfig:
             return cls.from_dict(options)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{path}: {exc}") from None
-
-
-_DEVICE_OPTION = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
-
-
-def resolve_device(option: str) -> torch.device:
-    """The torch.device of a device option: "auto" (CUDA when available, else CPU), "cpu", "cuda" or
-    "cuda:N". A CUDA request without CUDA raises ValueError naming the option."""
-    if not isinstance(option, str) or not _DEVICE_OPTION.match(option):
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {option!r}")
-    if option == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if option.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {option!r} was requested, but CUDA is not available (torch {torch.__version__}); use --device cpu")
-        device = torch.device(option)
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {option!r}: there are only {torch.cuda.device_count()} CUDA device(s)")
-        return device
-    return torch.device("cpu")
-
-
-# ---------------------------------------------------------------------------------------------------
-# Data
-
-
-def make_mask_sampler(name: str, kwargs: dict, mode: str, seed: int = 0) -> MaskSampler:
-    """MaskSampler(mask_func(name, **kwargs), mode=mode, seed=seed); bad arguments raise ValueError
-    naming the mask."""
-    try:
-        function = mask_func(name, **kwargs)
-    except TypeError as exc:
-        raise ValueError(f"mask {name!r}: bad mask_kwargs {kwargs}: {exc}") from None
-    return MaskSampler(function, mode=mode, seed=seed)
-
-
-def _contrasts(kind: str, target: str | None, reference: str | None) -> tuple[str, str]:
-    if kind == "fastmri":
-        if (target, reference) not in ((None, None), ("pdfs", "pd")):
-            raise ValueError(f"target/reference: fastMRI pairs are PDFS (target) and PD (reference), got {target!r}/{reference!r}")
-        return "pdfs", "pd"
-    if kind == "paired_h5" and (target is None or reference is None):
-        raise ValueError("target and reference must name two contrasts of the paired HDF5 files (e.g. target='t2', reference='t1')")
-    default_target, default_reference = _DEFAULT_CONTRASTS.get(kind, (None, None))
-    return target or default_target, reference or default_reference
-
-
-def make_dataset(
-    kind: str,
-    data: str | os.PathLike,
-    masks: MaskSampler,
-    *,
-    data_root: str | os.PathLike | None = None,
-    target: str | None = None,
-    reference: str | None = None,
-    crop: int | None = None,
-    magnitude: bool = True,
-    normalization: str | None = "instance",
-    misalignment: float = 0.0,
-    noise: float = 0.0,
-    seed: int = 0,
-    option: str = "data",
-) -> torch.utils.data.Dataset:
-    """One split of a dataset of kind `kind` (one of DATASET_KINDS), as `TrainConfig` describes them.
-
-    data: a builtin split name ("train", "val", "test") or the split's path (a fastMRI pairs CSV, a
-    folder or file of paired HDF5, a NIfTI root). option: the option name that errors quote. The
-    remaining arguments go to the dataset constructors (mcmri_fast.data.datasets).
-    """
-    if kind not in DATASET_KINDS:
-        raise ValueError(f"dataset must be one of {DATASET_KINDS}, got {kind!r}")
-    target, reference = _contrasts(kind, target, reference)
-    options = dict(normalization=normalization, magnitude=magnitude, misalignment=misalignment, noise=noise, seed=seed)
-    crop_args = {} if crop is None else {"crop": crop}
-    if kind == "builtin":
-        if data not in ("train", "val", "test"):
-            raise ValueError(f"{option}: the builtin dataset has the splits 'train', 'val' and 'test', got {data!r}")
-        return BuiltinDataset(str(data), masks, target=target, reference=reference, **crop_args, **options)
-    path = Path(data)
-    if not path.exists():
-        raise ValueError(f"{option}: {path} does not exist")
-    if kind == "fastmri":
-        root = Path(data_root) if data_root is not None else path.parent
-        if not root.is_dir():
-            raise ValueError(f"data_root: {root} is not a folder")
-        return FastMRIPairDataset(path, root, masks, **crop_args, **options)
-    if kind == "paired_h5":
-        return PairedH5Dataset(path, masks, target=target, reference=reference, **crop_args, **options)
-    return NiftiPairDataset(path, masks, layout=kind, target=target, reference=reference, **crop_args, **options)
-
-
-def _volume_of(dataset: torch.utils.data.Dataset, index: int) -> int:
-    """The volume number of slice `index` (datasets over several volumes have an `index` of
-    (volume, slice) pairs; the others hold one volume)."""
-    volume_index = getattr(dataset, "index", None)
-    return volume_index[index][0] if volume_index is not None else 0
-
-
-def _volume_shard(dataset: torch.utils.data.Dataset, rank: int, world_size: int) -> list[int]:
-    """The slice indices of the volumes of rank `rank` (volume v goes to rank v mod world_size), in order."""
-    return [i for i in range(len(dataset)) if _volume_of(dataset, i) % world_size == rank]
-
-
-# ---------------------------------------------------------------------------------------------------
-# Images, metrics and the evaluation loop shared with mcmri_fast.workflows.evaluate
-
-
-def denormalized_magnitude(x: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
-    """The image in the data's units: x [B, 1, H, W] (real or complex, normalised), scale and offset [B]
-    -> float32 [B, H, W]: x · scale + offset for real x, |x · scale + offset| for complex x."""
-    shape = (-1, 1, 1, 1)
-    image = x.to(torch.complex64 if x.is_complex() else torch.float32) * scale.to(torch.float32).reshape(shape)
-    image = image + offset.to(torch.float32).reshape(shape)
-    return (image.abs() if image.is_complex() else image)[:, 0].float()
-
-
-def ground_truth(batch: dict) -> torch.Tensor:
-    """The fully sampled target magnitude [B, H, W] float32: |ifft2c(kspace)| centre-cropped to the
-    image size, independent of the normalisation (as the dataset computes it before normalising)."""
-    size = tuple(batch["target"].shape[-2:])
-    return center_crop(ifft2c(batch["kspace"]), size).abs()[:, 0].float()
-
-
-def zero_filled_magnitude(batch: dict) -> torch.Tensor:
-    """The zero-filled magnitude [B, H, W] float32 from the measurement, unnormalised (unclamped)."""
-    size = tuple(batch["target"].shape[-2:])
-    return center_crop(ifft2c(batch["masked_kspace"]), size).abs()[:, 0].float()
-
-
-def volume_metrics(target: torch.Tensor, prediction: torch.Tensor) -> dict[str, float]:
-    """fastMRI's per-volume metrics of prediction against target (both [S, H, W] real): NMSE, PSNR and
-    SSIM with data_range = the target volume's max, MAE."""
-    return {
-        "nmse": float(metrics.nmse(target, prediction)),
-        "psnr": float(metrics.psnr(target, prediction)),
-        "ssim": float(metrics.ssim(target, prediction)),
-        "mae": float(metrics.mae(target, prediction)),
-    }
-
-
-@dataclasses.dataclass
-class VolumeResult:
-    """One volume's reconstruction and what goes with it (CPU tensors, slices in slice order):
-    file, slices (their indices), prediction / target / zero_filled float32 [S, H, W] in the data's
-    units, reference [S, H, W] (the model's input, normalised as the dataset gives it, magnitude),
-    acceleration (the mean achieved acceleration of its masks), loss_sum (the sum of the per-batch
-    losses of its slices, weighted by slice count; 0 without a loss)."""
-
-    file: str
-    slices: list[int]
-    prediction: torch.Tensor
-    target: torch.Tensor
-    zero_filled: torch.Tensor
-    reference: torch.Tensor
-    acceleration: float
-    loss_sum: float = 0.0
-
-
-def _to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
-def _autocast(device: torch.device, amp: bool):
-    return torch.autocast(device_type="cuda", dtype=torch.float16) if amp and device.type == "cuda" else nullcontext()
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def iter_volumes(
-    model: torch.nn.Module,
-    loader: Iterator[dict] | torch.utils.data.DataLoader,
-    device: torch.device,
-    *,
-    amp: bool = False,
-    loss_fn: Callable[[torch.Tensor, dict], torch.Tensor] | None = None,
-    timing: dict | None = None,
-    progress: Any = None,
-) -> Iterator[VolumeResult]:
-    """Runs `model` (in eval mode, no gradients) over a loader whose slices come grouped by volume (a
-    sequential order) and yields each volume as soon as its last slice is done, so at most one volume
-    is held. timing: a dict that gets "model_seconds" (forward time, synchronised) and "slices".
-    progress: a tqdm bar to advance per batch, or None."""
-    model.eval()
-    current: dict | None = None
-    finished: set[str] = set()
-
-    def complete(volume: dict) -> VolumeResult:
-        order = np.argsort(volume["slices"], kind="stable")
-        stack = lambda key: torch.cat(volume[key])[torch.as_tensor(order)]  # noqa: E731
-        return VolumeResult(
-            file=volume["file"], slices=[volume["slices"][i] for i in order], prediction=stack("prediction"),
-            target=stack("target"), zero_filled=stack("zero_filled"), reference=stack("reference"),
-            acceleration=float(np.mean(volume["acceleration"])), loss_sum=volume["loss_sum"],
-        )
-
-    with torch.no_grad():
-        for batch in loader:
-            batch = _to_device(batch, device)
-            _synchronize(device)
-            start = time.perf_counter()
-            with _autocast(device, amp):
-                output = model(batch)
-            _synchronize(device)
-            if timing is not None:
-                timing["model_seconds"] = timing.get("model_seconds", 0.0) + time.perf_counter() - start
-                timing["slices"] = timing.get("slices", 0) + len(batch["file"])
-            loss = float(loss_fn(output, batch)) * len(batch["file"]) if loss_fn is not None else 0.0
-            prediction = denormalized_magnitude(reconstruction(output), batch["scale"], batch["offset"]).cpu()
-            target, zero_filled = ground_truth(batch).cpu(), zero_filled_magnitude(batch).cpu()
-            reference = batch["reference"][:, 0]
-            reference = (reference.abs() if reference.is_complex() else reference).float().cpu()
-            for i, file in enumerate(batch["file"]):
-                if current is None or current["file"] != file:
-                    if current is not None:
-                        finished.add(current["file"])
-                        yield complete(current)
-                    if file in finished:
-                        raise RuntimeError(f"the loader gave slices of {file!r} after another volume: evaluate with a sequential order")
-                    current = {"file": file, "slices": [], "prediction": [], "target": [], "zero_filled": [],
-                               "reference": [], "acceleration": [], "loss_sum": 0.0}
-                current["slices"].append(int(batch["slice"][i]))
-                for key, value in (("prediction", prediction), ("target", target), ("zero_filled", zero_filled), ("reference", reference)):
-                    current[key].append(value[i : i + 1])
-                current["acceleration"].append(float(batch["acceleration"][i]))
-                current["loss_sum"] += loss / len(batch["file"])
-            if progress is not None:
-                progress.update(1)
-    if current is not None:
-        yield complete(current)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -566,45 +320,7 @@ def _make_scheduler(optimizer: torch.optim.Optimizer, options: dict, epochs: int
 
 
 # ---------------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-def save_checkpoint(payload: dict, path: str | os.PathLike) -> Path:
-    """torch.save(payload) to `path` atomically (see mcmri_fast._files.atomic_file)."""
-    with atomic_file(path) as temporary:
-        torch.save(payload, temporary)
-    return Path(path)
-
-
-_CHECKPOINT_KEYS = ("model", "model_config", "data", "state_dict", "epoch", "step", "config")
-
-
-def load_checkpoint(path: str | os.PathLike, expected_model: str | None = None) -> dict:
-    """Reads a checkpoint written by `train` (on the CPU) and checks it.
-
-    Raises CheckpointError naming the file when it is missing, unreadable or corrupt, not a
-    mcmri_fast checkpoint (format, version, keys), or holds a model other than `expected_model`.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch.load raises many types for a damaged file; all mean the same here
-        # torch's own words ("pop from empty list", "Unsupported operand 110") say nothing to a user: the
-        # message says what the file is, the cause stays chained for a traceback (mcmri -v)
-        raise CheckpointError(f"{path}: not a readable checkpoint: the file ({path.stat().st_size} bytes) is corrupt, "
-                              "truncated or not a torch.save file") from exc
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not a mcmri_fast checkpoint (no format {CHECKPOINT_FORMAT!r})")
-    if checkpoint.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {checkpoint.get('version')!r}, this mcmri_fast reads version {CHECKPOINT_VERSION}")
-    missing = [key for key in _CHECKPOINT_KEYS if key not in checkpoint]
-    if missing:
-        raise CheckpointError(f"{path}: the checkpoint lacks {', '.join(missing)}")
-    if expected_model is not None and checkpoint["model"] != expected_model:
-        raise CheckpointError(f"{path}: a checkpoint of model {checkpoint['model']!r}, not of {expected_model!r}")
-    return checkpoint
+# RNG states (exact resume) and the parameters' hash
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -699,6 +415,18 @@ def _init_distributed(device_option: str) -> tuple[_Distributed, torch.device]:
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world_size)
         initialized_here = True
     return _Distributed(rank, world_size, local_rank, initialized_here), device
+
+
+def _volume_of(dataset: torch.utils.data.Dataset, index: int) -> int:
+    """The volume number of slice `index` (datasets over several volumes have an `index` of
+    (volume, slice) pairs; the others hold one volume)."""
+    volume_index = getattr(dataset, "index", None)
+    return volume_index[index][0] if volume_index is not None else 0
+
+
+def _volume_shard(dataset: torch.utils.data.Dataset, rank: int, world_size: int) -> list[int]:
+    """The slice indices of the volumes of rank `rank` (volume v goes to rank v mod world_size), in order."""
+    return [i for i in range(len(dataset)) if _volume_of(dataset, i) % world_size == rank]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -866,7 +594,7 @@ def _train(config: TrainConfig, spec, dist: _Distributed, device: torch.device, 
         run_dir.mkdir(parents=True, exist_ok=True)
         config.save(run_dir / "config.json")
     show_bars = progress and dist.main
-    target, reference = _contrasts(config.dataset, config.target, config.reference)
+    target, reference = contrasts(config.dataset, config.target, config.reference)
     data_record = {**spec.data, "dataset": config.dataset, "target": target, "reference": reference,
                    "crop": config.crop, "mask": config.mask, "mask_kwargs": config.mask_kwargs,
                    "misalignment": config.misalignment, "noise": config.noise}
@@ -886,8 +614,8 @@ def _train(config: TrainConfig, spec, dist: _Distributed, device: torch.device, 
             for batch_index, batch in enumerate(train_loader):
                 if batch_index >= steps_per_epoch:
                     break
-                batch = _to_device(batch, device)
-                with _autocast(device, amp):
+                batch = to_device(batch, device)
+                with autocast(device, amp):
                     output = train_model(batch)
                 loss = loss_fn(output, batch)
                 optimizer.zero_grad(set_to_none=True)
