@@ -63,7 +63,7 @@ import torch.nn.functional as F
 from .. import metrics
 from .._files import atomic_write_text
 from ..data.masks import MASK_NAMES
-from ..models import build_model, get_model_spec, reconstruction
+from ..models import ModelSpec, build_model, get_model_spec, reconstruction
 from ._progress import progress_bar
 from .common import (
     CHECKPOINT_FORMAT,
@@ -502,203 +502,266 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         dist.close()
 
 
-def _train(config: TrainConfig, spec, dist: _Distributed, device: torch.device, resume: bool, progress: bool) -> dict:
-    started = time.perf_counter()
-    amp = config.amp if config.amp is not None else device.type == "cuda"
-    if amp and device.type != "cuda":
-        raise ValueError(f"amp: mixed precision needs a CUDA device, the run is on {device}; set amp to False or None")
-    epochs = config.epochs if config.epochs is not None else spec.epochs
-    batch_size = config.batch_size if config.batch_size is not None else spec.batch_size
+def _train(config: TrainConfig, spec: ModelSpec, dist: _Distributed, device: torch.device, resume: bool, progress: bool) -> dict:
+    run = _Run(config, spec, dist, device, resume, progress)
+    for epoch in range(run.start_epoch, run.epochs):
+        run.train_epoch(epoch)
+        improved = run.validate(epoch)
+        logger.info("epoch %d/%d: train loss %.4g%s", epoch + 1, run.epochs, run.train_loss,
+                    "".join(f", val {k} {run.val_result[k]:.4g}" for k in ("psnr", "ssim")) if run.val_result else "")
+        run.save_checkpoints(epoch, improved)
+    return run.result()
 
-    # --- the run folder (rank 0 names it; everyone uses the same) ---------------------------------
-    run_dir = config.run_dir or os.path.join("runs", f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}")
-    run_dir = Path(dist.broadcast(run_dir))
-    config = dataclasses.replace(config, run_dir=str(run_dir))
-    checkpoint_dir = run_dir / "checkpoints"
-    last_path, best_path = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
-    checkpoint = None
-    if resume:
-        checkpoint = load_checkpoint(last_path, expected_model=config.model)
-        _check_resume(checkpoint["config"], config.to_dict(), last_path)
-    elif last_path.exists():
-        raise ValueError(f"run_dir: {run_dir} already holds a run ({last_path}); resume it, or choose another run_dir")
 
-    # --- data ---------------------------------------------------------------------------------------
-    data_options = dict(
-        data_root=config.data_root, target=config.target, reference=config.reference, crop=config.crop,
-        magnitude=spec.data["magnitude"], normalization=spec.data["normalization"],
-        misalignment=config.misalignment, noise=config.noise, seed=config.seed,
-    )
-    train_set = make_dataset(config.dataset, config.train_data, make_mask_sampler(config.mask, config.mask_kwargs, "sample", config.seed),
-                             option="train_data", **data_options)
-    val_set = None
-    if config.val_data is not None:
-        val_set = make_dataset(config.dataset, config.val_data, make_mask_sampler(config.mask, config.mask_kwargs, "volume", config.seed),
-                               option="val_data", **data_options)
-    loader_generator = torch.Generator().manual_seed(config.seed)
-    if dist.enabled:
-        sampler = torch.utils.data.DistributedSampler(train_set, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=config.seed)
-    else:
-        sampler = torch.utils.data.RandomSampler(train_set, generator=loader_generator)
-    pin = device.type == "cuda"
-    train_loader = torch.utils.data.DataLoader(train_set, batch_size=batch_size, sampler=sampler, num_workers=config.workers,
-                                               generator=loader_generator, pin_memory=pin)
-    val_loader = None
-    if val_set is not None:
-        val_indices = _volume_shard(val_set, dist.rank, dist.world_size)
-        # its own generator: iterating it must not draw from the global RNG (exact resume)
-        val_loader = torch.utils.data.DataLoader(val_set, batch_size=batch_size, sampler=val_indices, num_workers=config.workers,
-                                                 generator=torch.Generator().manual_seed(0), pin_memory=pin)
+class _Run:
+    """One training run: set up from its config (and, resumed, from its last checkpoint), then trained by
+    `_train` epoch by epoch. Its progress: start_epoch, step, train_loss (the last epoch's), val_result
+    (the last validation's), best_ssim and best_epoch."""
 
-    # --- model, loss, optimiser, schedule -------------------------------------------------------------
-    _seed_everything(config.seed)
-    model_config = {**spec.config, **config.model_config}
-    model = build_model(config.model, **config.model_config).to(device)
-    optimizer_options = _merged(spec.optimizer, config.optimizer)
-    if config.lr is not None:
-        optimizer_options["lr"] = config.lr
-    schedule_options = _merged(spec.schedule, config.schedule)
-    optimizer = _make_optimizer(model.parameters(), optimizer_options)
-    scheduler = _make_scheduler(optimizer, schedule_options, epochs)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    loss_fn = make_loss(spec.loss)
+    def __init__(self, config: TrainConfig, spec: ModelSpec, dist: _Distributed, device: torch.device, resume: bool,
+                 progress: bool):
+        self.started = time.perf_counter()
+        self.spec, self.dist, self.device = spec, dist, device
+        self.amp = config.amp if config.amp is not None else device.type == "cuda"
+        if self.amp and device.type != "cuda":
+            raise ValueError(f"amp: mixed precision needs a CUDA device, the run is on {device}; set amp to False or None")
+        self.epochs = config.epochs if config.epochs is not None else spec.epochs
+        batch_size = config.batch_size if config.batch_size is not None else spec.batch_size
+        checkpoint = self._open_run_dir(config, resume)
+        config = self.config  # with the run folder filled in
+        self._make_loaders(batch_size)
+        self._make_model()
+        self.start_epoch, self.step, self.best_ssim, self.best_epoch = 0, 0, -math.inf, None
+        last_metrics = self._restore(checkpoint) if checkpoint is not None else {}
+        self.train_loss = last_metrics.get("train_loss", math.nan)
+        self.val_result: dict = dict(last_metrics.get("val", {}))
 
-    start_epoch, step, best_ssim, best_epoch, last_metrics = 0, 0, -math.inf, None, {}
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["state_dict"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        if scheduler is not None and checkpoint.get("scheduler") is not None:
-            scheduler.load_state_dict(checkpoint["scheduler"])
-        if amp and checkpoint.get("scaler"):
-            scaler.load_state_dict(checkpoint["scaler"])
-        start_epoch, step = int(checkpoint["epoch"]), int(checkpoint["step"])
-        best_ssim = float(checkpoint.get("best_ssim", -math.inf))
-        best_epoch = checkpoint.get("best_epoch")
-        last_metrics = dict(checkpoint.get("metrics", {}))
+        self.train_model: torch.nn.Module = self.model
+        if dist.enabled:
+            self.train_model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        if config.compile:
+            self.train_model = torch.compile(self.train_model)
+
+        self.log = _JsonLines(self.run_dir / "metrics.jsonl" if dist.main else None)
+        if dist.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            config.save(self.run_dir / "config.json")
+        self.show_bars = progress and dist.main
+        target, reference = contrasts(config.dataset, config.target, config.reference)
+        self.data_record = {**spec.data, "dataset": config.dataset, "target": target, "reference": reference,
+                            "crop": config.crop, "mask": config.mask, "mask_kwargs": config.mask_kwargs,
+                            "misalignment": config.misalignment, "noise": config.noise}
+        self.steps_per_epoch = len(self.train_loader)
+        if config.max_steps_per_epoch is not None:
+            self.steps_per_epoch = min(self.steps_per_epoch, config.max_steps_per_epoch)
+
+    # --- setup ----------------------------------------------------------------------------------------
+
+    def _open_run_dir(self, config: TrainConfig, resume: bool) -> dict | None:
+        """Names the run folder (rank 0 names it, every rank uses it) and returns its last checkpoint on
+        resume, None for a fresh run, which refuses a folder that holds one."""
+        run_dir = config.run_dir or os.path.join("runs", f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}")
+        self.run_dir = Path(self.dist.broadcast(run_dir))
+        self.config = dataclasses.replace(config, run_dir=str(self.run_dir))
+        checkpoint_dir = self.run_dir / "checkpoints"
+        self.last_path, self.best_path = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
+        if resume:
+            checkpoint = load_checkpoint(self.last_path, expected_model=config.model)
+            _check_resume(checkpoint["config"], self.config.to_dict(), self.last_path)
+            return checkpoint
+        if self.last_path.exists():
+            raise ValueError(f"run_dir: {self.run_dir} already holds a run ({self.last_path}); resume it, or choose another run_dir")
+        return None
+
+    def _make_loaders(self, batch_size: int) -> None:
+        """The training set and its loader (shuffled by a seeded generator, or sharded by a
+        DistributedSampler), and the loader of this rank's validation volumes (None without validation)."""
+        config, spec, dist = self.config, self.spec, self.dist
+        data_options = dict(
+            data_root=config.data_root, target=config.target, reference=config.reference, crop=config.crop,
+            magnitude=spec.data["magnitude"], normalization=spec.data["normalization"],
+            misalignment=config.misalignment, noise=config.noise, seed=config.seed,
+        )
+        train_masks = make_mask_sampler(config.mask, config.mask_kwargs, "sample", config.seed)
+        self.train_set = make_dataset(config.dataset, config.train_data, train_masks, option="train_data", **data_options)
+        val_set = None
+        if config.val_data is not None:
+            val_masks = make_mask_sampler(config.mask, config.mask_kwargs, "volume", config.seed)
+            val_set = make_dataset(config.dataset, config.val_data, val_masks, option="val_data", **data_options)
+        self.loader_generator = torch.Generator().manual_seed(config.seed)
+        if dist.enabled:
+            self.sampler = torch.utils.data.DistributedSampler(self.train_set, num_replicas=dist.world_size, rank=dist.rank,
+                                                               shuffle=True, seed=config.seed)
+        else:
+            self.sampler = torch.utils.data.RandomSampler(self.train_set, generator=self.loader_generator)
+        pin = self.device.type == "cuda"
+        self.train_loader = torch.utils.data.DataLoader(self.train_set, batch_size=batch_size, sampler=self.sampler,
+                                                        num_workers=config.workers, generator=self.loader_generator, pin_memory=pin)
+        self.val_loader = None
+        if val_set is not None:
+            val_indices = _volume_shard(val_set, dist.rank, dist.world_size)
+            # its own generator: iterating it must not draw from the global RNG (exact resume)
+            self.val_loader = torch.utils.data.DataLoader(val_set, batch_size=batch_size, sampler=val_indices,
+                                                          num_workers=config.workers, generator=torch.Generator().manual_seed(0),
+                                                          pin_memory=pin)
+
+    def _make_model(self) -> None:
+        """The model (its weights drawn after seeding every RNG), its loss, the optimiser and schedule
+        (the paper's, with the config's overrides) and the GradScaler."""
+        config, spec = self.config, self.spec
+        _seed_everything(config.seed)
+        self.model_config = {**spec.config, **config.model_config}
+        self.model = build_model(config.model, **config.model_config).to(self.device)
+        optimizer_options = _merged(spec.optimizer, config.optimizer)
+        if config.lr is not None:
+            optimizer_options["lr"] = config.lr
+        self.optimizer = _make_optimizer(self.model.parameters(), optimizer_options)
+        self.scheduler = _make_scheduler(self.optimizer, _merged(spec.schedule, config.schedule), self.epochs)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.loss_fn = make_loss(spec.loss)
+
+    def _restore(self, checkpoint: dict) -> dict:
+        """Loads a resumed run's states and progress from its checkpoint, RNG states included; returns
+        the checkpoint's last metrics."""
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if self.scheduler is not None and checkpoint.get("scheduler") is not None:
+            self.scheduler.load_state_dict(checkpoint["scheduler"])
+        if self.amp and checkpoint.get("scaler"):
+            self.scaler.load_state_dict(checkpoint["scaler"])
+        self.start_epoch, self.step = int(checkpoint["epoch"]), int(checkpoint["step"])
+        self.best_ssim = float(checkpoint.get("best_ssim", -math.inf))
+        self.best_epoch = checkpoint.get("best_epoch")
         rng = checkpoint["rng"]
         states = rng["ranks"]
-        if rng.get("world_size") != dist.world_size:
-            logger.warning("%s: saved by %s rank(s), resumed on %s: the RNG streams continue from rank 0's", last_path,
-                           rng.get("world_size"), dist.world_size)
-        _set_rng_state(states[dist.rank] if dist.rank < len(states) else states[0], loader_generator, device)
-        logger.info("resuming %s at epoch %d, step %d", run_dir, start_epoch, step)
+        if rng.get("world_size") != self.dist.world_size:
+            logger.warning("%s: saved by %s rank(s), resumed on %s: the RNG streams continue from rank 0's", self.last_path,
+                           rng.get("world_size"), self.dist.world_size)
+        rank = self.dist.rank
+        _set_rng_state(states[rank] if rank < len(states) else states[0], self.loader_generator, self.device)
+        logger.info("resuming %s at epoch %d, step %d", self.run_dir, self.start_epoch, self.step)
+        return dict(checkpoint.get("metrics", {}))
 
-    train_model: torch.nn.Module = model
-    if dist.enabled:
-        train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if config.compile:
-        train_model = torch.compile(train_model)
+    # --- the phases of an epoch -----------------------------------------------------------------------
 
-    log = _JsonLines(run_dir / "metrics.jsonl" if dist.main else None)
-    if dist.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        config.save(run_dir / "config.json")
-    show_bars = progress and dist.main
-    target, reference = contrasts(config.dataset, config.target, config.reference)
-    data_record = {**spec.data, "dataset": config.dataset, "target": target, "reference": reference,
-                   "crop": config.crop, "mask": config.mask, "mask_kwargs": config.mask_kwargs,
-                   "misalignment": config.misalignment, "noise": config.noise}
-
-    steps_per_epoch = len(train_loader) if config.max_steps_per_epoch is None else min(len(train_loader), config.max_steps_per_epoch)
-    train_loss = last_metrics.get("train_loss", math.nan)
-    val_result: dict = dict(last_metrics.get("val", {}))
-    for epoch in range(start_epoch, epochs):
-        train_set.set_epoch(epoch)
-        if dist.enabled:
-            sampler.set_epoch(epoch)
-        train_model.train()
-        bar = progress_bar(show_bars, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}")
+    def train_epoch(self, epoch: int) -> None:
+        """Up to steps_per_epoch optimiser steps, a metrics.jsonl line every log_every of them; then
+        train_loss (the mean over all ranks' steps) and the schedule's step."""
+        device = self.device
+        self.train_set.set_epoch(epoch)
+        if self.dist.enabled:
+            self.sampler.set_epoch(epoch)
+        self.train_model.train()
+        bar = progress_bar(self.show_bars, total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.epochs}")
         epoch_loss_sum, epoch_steps = torch.zeros((), device=device), 0
         group_loss_sum, group_steps = torch.zeros((), device=device), 0
         try:
-            for batch_index, batch in enumerate(train_loader):
-                if batch_index >= steps_per_epoch:
+            for batch_index, batch in enumerate(self.train_loader):
+                if batch_index >= self.steps_per_epoch:
                     break
-                batch = to_device(batch, device)
-                with autocast(device, amp):
-                    output = train_model(batch)
-                loss = loss_fn(output, batch)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if config.grad_clip:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                step += 1
-                detached = loss.detach()
-                epoch_loss_sum += detached
-                group_loss_sum += detached
+                loss = self._step(batch)
+                epoch_loss_sum += loss
+                group_loss_sum += loss
                 epoch_steps += 1
                 group_steps += 1
                 bar.update(1)
-                if group_steps == config.log_every or batch_index + 1 == steps_per_epoch:
+                if group_steps == self.config.log_every or batch_index + 1 == self.steps_per_epoch:
                     group_loss = float(group_loss_sum) / group_steps  # one synchronisation per group
-                    if not math.isfinite(group_loss):
-                        if not amp:
-                            raise FloatingPointError(f"the training loss is {group_loss} at epoch {epoch + 1}, step {step}: "
-                                                     "lower lr or enable grad_clip")
-                        # float16 overflow: GradScaler skips those steps and lowers its scale
-                        logger.warning("non-finite loss at epoch %d, step %d (AMP): the step was skipped", epoch + 1, step)
-                    lr = optimizer.param_groups[0]["lr"]
-                    log.write({"kind": "train", "epoch": epoch + 1, "step": step, "steps": group_steps, "loss": group_loss,
-                               "lr": lr, "time": time.perf_counter() - started})
-                    bar.set_postfix(loss=f"{group_loss:.4g}", lr=f"{lr:.3g}")
+                    self._log_steps(epoch, group_loss, group_steps, bar)
                     group_loss_sum, group_steps = torch.zeros((), device=device), 0
         finally:
             bar.close()
-        if dist.enabled:  # the mean over all ranks' steps
+        if self.dist.enabled:  # the mean over all ranks' steps
             torch.distributed.all_reduce(epoch_loss_sum)
-            epoch_loss_sum /= dist.world_size
-        train_loss = float(epoch_loss_sum) / max(epoch_steps, 1)
-        if scheduler is not None:
-            scheduler.step()
+            epoch_loss_sum /= self.dist.world_size
+        self.train_loss = float(epoch_loss_sum) / max(epoch_steps, 1)
+        if self.scheduler is not None:
+            self.scheduler.step()
 
-        improved = False
-        if val_loader is not None and ((epoch + 1) % config.val_every == 0 or epoch + 1 == epochs):
-            val_result = _validate(model, val_loader, device, amp, loss_fn, dist, show_bars)
-            log.write({"kind": "val", "epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"],
-                       "time": time.perf_counter() - started, **val_result})
-            if val_result["ssim"] > best_ssim:
-                best_ssim, best_epoch, improved = val_result["ssim"], epoch + 1, True
-        logger.info("epoch %d/%d: train loss %.4g%s", epoch + 1, epochs, train_loss,
-                    "".join(f", val {k} {val_result[k]:.4g}" for k in ("psnr", "ssim")) if val_result else "")
-        last_metrics = {"train_loss": train_loss, "val": val_result}
+    def _step(self, batch: dict) -> torch.Tensor:
+        """One optimiser step on a batch (AMP, gradient clipping); returns its loss, detached."""
+        batch = to_device(batch, self.device)
+        with autocast(self.device, self.amp):
+            output = self.train_model(batch)
+        loss = self.loss_fn(output, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.config.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step += 1
+        return loss.detach()
 
-        rng_states = dist.gather(_rng_state(loader_generator, device))
-        if dist.main:
-            payload = {
-                "format": CHECKPOINT_FORMAT,
-                "version": CHECKPOINT_VERSION,
-                "model": config.model,
-                "model_config": model_config,
-                "data": data_record,
-                "state_dict": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "scaler": scaler.state_dict(),
-                "epoch": epoch + 1,
-                "step": step,
-                "rng": {"world_size": dist.world_size, "ranks": rng_states},
-                "metrics": last_metrics,
-                "best_ssim": best_ssim,
-                "best_epoch": best_epoch,
-                "config": config.to_dict(),
-            }
-            save_checkpoint(payload, last_path)
-            if improved:
-                save_checkpoint(payload, best_path)
+    def _log_steps(self, epoch: int, loss: float, steps: int, bar) -> None:
+        """The metrics.jsonl line and the bar's postfix of the last `steps` steps, their mean loss `loss`."""
+        if not math.isfinite(loss):
+            if not self.amp:
+                raise FloatingPointError(f"the training loss is {loss} at epoch {epoch + 1}, step {self.step}: "
+                                         "lower lr or enable grad_clip")
+            # float16 overflow: GradScaler skips those steps and lowers its scale
+            logger.warning("non-finite loss at epoch %d, step %d (AMP): the step was skipped", epoch + 1, self.step)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.log.write({"kind": "train", "epoch": epoch + 1, "step": self.step, "steps": steps, "loss": loss,
+                        "lr": lr, "time": time.perf_counter() - self.started})
+        bar.set_postfix(loss=f"{loss:.4g}", lr=f"{lr:.3g}")
 
-    return {
-        "run_dir": str(run_dir),
-        "epoch": max(epochs, start_epoch),
-        "step": step,
-        "train_loss": train_loss,
-        "val": val_result,
-        "best_ssim": best_ssim if math.isfinite(best_ssim) else None,
-        "best_epoch": best_epoch,
-        "last_checkpoint": str(last_path),
-        "best_checkpoint": str(best_path) if best_epoch is not None else None,
-        "parameter_hash": _parameter_hash(model),
-        "seconds": time.perf_counter() - started,
-    }
+    def validate(self, epoch: int) -> bool:
+        """Validates after every val_every-th epoch and the last (when there is validation data), sets
+        val_result and logs it; returns whether its SSIM is the best so far."""
+        due = (epoch + 1) % self.config.val_every == 0 or epoch + 1 == self.epochs
+        if self.val_loader is None or not due:
+            return False
+        self.val_result = _validate(self.model, self.val_loader, self.device, self.amp, self.loss_fn, self.dist, self.show_bars)
+        self.log.write({"kind": "val", "epoch": epoch + 1, "step": self.step, "lr": self.optimizer.param_groups[0]["lr"],
+                        "time": time.perf_counter() - self.started, **self.val_result})
+        improved = self.val_result["ssim"] > self.best_ssim
+        if improved:
+            self.best_ssim, self.best_epoch = self.val_result["ssim"], epoch + 1
+        return improved
+
+    def save_checkpoints(self, epoch: int, improved: bool) -> None:
+        """last.pt after the epoch, best.pt too when the validation improved; rank 0 writes them, with
+        every rank's RNG states."""
+        rng_states = self.dist.gather(_rng_state(self.loader_generator, self.device))
+        if not self.dist.main:
+            return
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "model": self.config.model,
+            "model_config": self.model_config,
+            "data": self.data_record,
+            "state_dict": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict(),
+            "epoch": epoch + 1,
+            "step": self.step,
+            "rng": {"world_size": self.dist.world_size, "ranks": rng_states},
+            "metrics": {"train_loss": self.train_loss, "val": self.val_result},
+            "best_ssim": self.best_ssim,
+            "best_epoch": self.best_epoch,
+            "config": self.config.to_dict(),
+        }
+        save_checkpoint(payload, self.last_path)
+        if improved:
+            save_checkpoint(payload, self.best_path)
+
+    def result(self) -> dict:
+        """What `train` returns (see there)."""
+        return {
+            "run_dir": str(self.run_dir),
+            "epoch": max(self.epochs, self.start_epoch),
+            "step": self.step,
+            "train_loss": self.train_loss,
+            "val": self.val_result,
+            "best_ssim": self.best_ssim if math.isfinite(self.best_ssim) else None,
+            "best_epoch": self.best_epoch,
+            "last_checkpoint": str(self.last_path),
+            "best_checkpoint": str(self.best_path) if self.best_epoch is not None else None,
+            "parameter_hash": _parameter_hash(self.model),
+            "seconds": time.perf_counter() - self.started,
+        }
