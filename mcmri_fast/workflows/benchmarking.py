@@ -9,7 +9,8 @@ Providers:
     reference  the pure-PyTorch reference, eager (the baseline every speedup is measured against)
     compile    torch.compile(reference, dynamic=False), compiled and warmed before timing
     cpu, triton, cuda
-               the fused backends, forced with `mcmri_fast.use_backend`
+               the fused backends, forced with `mcmri_fast.use_backend`; a whole network forces a
+               preference (MODEL_BACKENDS), so an op without that backend takes the next one
 
 Modes: "fwd" runs the op under torch.no_grad; "fwd+bwd" runs it and backpropagates a fixed random
 complex gradient to x, k0 and the (learnable, per-channel) DC weight.
@@ -41,6 +42,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "DC_SHAPES",
     "MASK_KINDS",
+    "MODEL_BACKENDS",
     "MODEL_SHAPES",
     "MODES",
     "PROVIDERS",
@@ -412,8 +414,9 @@ def op_cases(shapes_by_op: Mapping[str, Iterable]) -> list[OpCase]:
 class ModelCase:
     """One model benchmark: a registered model (with configuration overrides) on images [B, 1, H, W].
 
-    Providers: the fused backends run the model with that backend forced; "reference" runs it with
-    every op on the reference backend (eager), "compile" is torch.compile(fullgraph=True) of that.
+    Providers: the fused backends run the model with the preference MODEL_BACKENDS[provider] forced;
+    "reference" runs it with every op on the reference backend (eager), "compile" is
+    torch.compile(fullgraph=True) of that.
     Modes: "fwd" a no-grad forward; "fwd+bwd" a training step without the optimiser (forward, the
     model's own loss, the gradients of every parameter)."""
 
@@ -432,6 +435,17 @@ class ModelCase:
     def group(self) -> str:
         return self.id.rsplit("-", 1)[0]
 
+
+# The backends forced on a whole network per provider, in preference order: some ops lack some fused
+# backends (conv3x3 and conv1x1 have cpu and reference only, unshuffle_downsample no triton), and forcing
+# a backend an op lacks raises, so each op runs the first of these it has.
+MODEL_BACKENDS: dict[str, tuple[str, ...]] = {
+    "reference": ("reference",),
+    "compile": ("reference",),
+    "cpu": ("cpu", "reference"),
+    "cuda": ("cuda", "reference"),
+    "triton": ("triton", "cuda", "reference"),
+}
 
 MODEL_SHAPES: dict[str, tuple] = {
     "paper": tuple(("fsmnet", (), shape) for shape in ((1, 1, 240, 240), (4, 1, 240, 240), (4, 1, 320, 320))),
@@ -468,24 +482,24 @@ def build_model_case(case: ModelCase, device: torch.device | str, *, warmup: int
     loss_fn = make_loss(models.get_model_spec(case.model).loss)
     generator = torch.Generator().manual_seed(0)
     batch = {key: torch.randn(case.shape, generator=generator).to(device) for key in ("zero_filled", "reference", "target")}
-    backend = "reference" if case.provider in ("reference", "compile") else case.provider
+    backends = MODEL_BACKENDS[case.provider]
     forward = model
     if case.provider == "compile":
         torch._dynamo.reset()
-        with use_backend(backend):
+        with use_backend(*backends):
             forward = torch.compile(model, dynamic=False, fullgraph=True)
     parameters = [p for p in model.parameters() if p.requires_grad]
 
     if case.mode == "fwd":
 
         def run() -> None:
-            with use_backend(backend), torch.no_grad():
+            with use_backend(*backends), torch.no_grad():
                 forward(batch)
 
     else:
 
         def run() -> None:
-            with use_backend(backend):
+            with use_backend(*backends):
                 # autograd.grad: no accumulation into .grad between iterations
                 torch.autograd.grad(loss_fn(forward(batch), batch), parameters)
 
