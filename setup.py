@@ -110,7 +110,7 @@ ext_modules, cmdclass = _extensions()
 
 setup(
     packages=["mcmri_fast", "mcmri_fast.kernels"]
-    + ["mcmri_fast." + p for p in ("reference", "ops", "nn", "data", "models")],
+    + ["mcmri_fast." + p for p in ("reference", "ops", "nn", "data", "models", "workflows")],
     package_dir={"mcmri_fast.kernels": "kernels"},
     # the builtin dataset and its license notice
     package_data={"mcmri_fast.data": ["assets/*"]},

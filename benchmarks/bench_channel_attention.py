@@ -5,8 +5,8 @@ Shapes: "paper" = FSMNet's FS-fusion attention (C = 64, 8 heads) at a 240² inpu
 320² variants, and the 30² map of its deepest level; "small" = CI smoke shapes. Self-attention inputs
 (q, k, v of one shape, as FSMNet's), normalised, a learnable temperature per head. Modes: "fwd" under
 torch.no_grad; "fwd+bwd" backpropagates a fixed random gradient to q, k, v and the temperature.
-Providers as in mcmri_fast.benchmarking (reference, compile, cpu, triton, cuda). The cases are defined
-here (mcmri_fast.benchmarking holds data consistency's); the `op_run` and `measure` fixtures of
+Providers as in mcmri_fast.workflows.benchmarking (reference, compile, cpu, triton, cuda). The cases are defined
+here (mcmri_fast.workflows.benchmarking holds data consistency's); the `op_run` and `measure` fixtures of
 conftest.py build and time them as for the other suites. extra_info holds GB/s of the bytes the op
 must move at least, on CUDA the % of the measured copy bandwidth and the peak memory of one call, and
 the speedup over the reference of this session.
@@ -15,8 +15,9 @@ import dataclasses
 
 import torch
 
-from mcmri_fast import benchmarking, reference
+from mcmri_fast import reference
 from mcmri_fast.ops.channel_attention import channel_attention, depthwise_channel_attention
+from mcmri_fast.workflows import benchmarking
 
 HEADS = 8
 

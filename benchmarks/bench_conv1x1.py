@@ -9,8 +9,9 @@ extra_info holds the GMAC/s and the speedup over the reference (`F.conv2d`) meas
 """
 import torch
 
-from mcmri_fast import benchmarking, reference
+from mcmri_fast import reference
 from mcmri_fast.ops import conv1x1
+from mcmri_fast.workflows import benchmarking
 
 SHAPES = {
     "paper": ((1, 64, 240, 240, 64), (1, 64, 240, 240, 128), (1, 64, 120, 120, 64), (4, 64, 240, 240, 64)),

@@ -13,8 +13,9 @@ the AVX2 kernel against oneDNN's AVX2 convolution on an AVX-512 CPU, cap every l
 """
 import torch
 
-from mcmri_fast import benchmarking, cpu_isa, reference
+from mcmri_fast import cpu_isa, reference
 from mcmri_fast.ops import conv3x3
+from mcmri_fast.workflows import benchmarking
 
 SHAPES = {
     "paper": (

@@ -1,12 +1,12 @@
 """Benchmarks of mcmri_fast.ops.data_consistency: provider x shape x mask kind x mode.
 
-The cases (shapes, masks, modes, providers, bytes moved) come from mcmri_fast.benchmarking. Each case
+The cases (shapes, masks, modes, providers, bytes moved) come from mcmri_fast.workflows.benchmarking. Each case
 is built and warmed (compiled, for the `compile` provider) outside the timed rounds and timed by the
 `measure` fixture (conftest.py). extra_info holds GB/s, on CUDA the % of the measured copy bandwidth and
 the peak memory of one call, the speedup over the reference measured in this session, the device and
 the versions.
 """
-from mcmri_fast import benchmarking
+from mcmri_fast.workflows import benchmarking
 
 cases = benchmarking.data_consistency_cases  # parametrises `case` (benchmarks/conftest.py)
 

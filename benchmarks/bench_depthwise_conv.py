@@ -12,8 +12,9 @@ import math
 
 import torch
 
-from mcmri_fast import benchmarking, reference
+from mcmri_fast import reference
 from mcmri_fast.ops import depthwise_conv3x3
+from mcmri_fast.workflows import benchmarking
 
 SHAPES = {
     "paper": ((1, 64, 240, 240), (1, 128, 240, 240), (4, 128, 240, 240), (4, 128, 320, 320)),

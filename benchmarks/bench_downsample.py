@@ -10,8 +10,9 @@ strided convolution (torch's: oneDNN, cuDNN); the reference and `compile` run th
 """
 import torch
 
-from mcmri_fast import benchmarking, reference
+from mcmri_fast import reference
 from mcmri_fast.ops import unshuffle_downsample
+from mcmri_fast.workflows import benchmarking
 
 CHANNELS = 64
 SHAPES = {

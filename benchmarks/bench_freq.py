@@ -7,7 +7,7 @@ Shapes ("paper"): the half spectra [B, 64, H, W//2 + 1] of FSMNet at 240x240 (Br
 "fwd+bwd" with fixed random gradients to every input (the residuals included). Providers: reference
 (eager), compile (torch.compile of the reference, dynamic=False), cpu, triton, cuda.
 
-The cases are defined here rather than in mcmri_fast.benchmarking, which holds data consistency's; the
+The cases are defined here rather than in mcmri_fast.workflows.benchmarking, which holds data consistency's; the
 `op_run` and `measure` fixtures of conftest.py build and time them as for the other suites. extra_info holds GB/s (from the bytes
 a fused pass must move), peak memory on CUDA, the speedup over the reference measured in this session,
 the device and the versions.
@@ -17,8 +17,9 @@ import math
 
 import torch
 
-from mcmri_fast import benchmarking, reference
+from mcmri_fast import reference
 from mcmri_fast.ops import frequency as frequency_ops
+from mcmri_fast.workflows import benchmarking
 
 OPS = ("spectrum_to_polar", "polar_to_spectrum", "frequency_epilogue")
 # [B, C, H, W] of the op's input: the half spectrum for the polar ops, the full map for the epilogue.

@@ -3,7 +3,7 @@
 Shapes: "paper" = FSMNet's fusion gate at its sizes (64 channels; BraTS 240², batch 1 and 4; fastMRI
 knee 320², batch 4); "small" = CI smoke sizes. Modes: "fwd" under torch.no_grad, "fwd+bwd" backpropagates
 a fixed random gradient to a, b and the gate. The cleanup of non-finite values is on, as FSMNet runs it.
-The cases are local to this file (mcmri_fast.benchmarking holds data consistency's). Each case is built
+The cases are local to this file (mcmri_fast.workflows.benchmarking holds data consistency's). Each case is built
 and warmed (compiled, for `compile`) outside the timed rounds by the `op_run` fixture and timed by `measure`
 (conftest.py); extra_info holds GB/s, on CUDA the % of the measured copy bandwidth and the peak memory of
 one call, and the speedup over the reference measured in this session.
@@ -12,8 +12,9 @@ import math
 
 import torch
 
-from mcmri_fast import benchmarking, reference
+from mcmri_fast import reference
 from mcmri_fast.ops import gated_fusion
+from mcmri_fast.workflows import benchmarking
 
 SHAPES = {
     "paper": ((1, 64, 240, 240), (4, 64, 240, 240), (4, 64, 320, 320)),

@@ -12,7 +12,7 @@ has the commands).
 """
 import pytest
 
-from mcmri_fast import benchmarking
+from mcmri_fast.workflows import benchmarking
 
 cases = benchmarking.model_cases  # parametrises `case` (benchmarks/conftest.py)
 

@@ -11,8 +11,9 @@ import math
 
 import torch
 
-from mcmri_fast import benchmarking, reference
+from mcmri_fast import reference
 from mcmri_fast.ops import prelu
+from mcmri_fast.workflows import benchmarking
 
 SHAPES = {
     "paper": ((1, 64, 240, 240), (4, 64, 240, 240), (4, 64, 320, 320)),

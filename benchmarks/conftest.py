@@ -11,7 +11,7 @@ Each bench_*.py with cases defines `cases(size)` (the cases of a --bench-size, e
 parametrises it, skips the providers the device lacks and, with the `measure` fixture, times the case
 and fills extra_info the same way for every suite. `op_run` builds a case of a single op (the op
 suites, whose cases are `benchmarking.op_cases`). Data consistency's and the models' cases are defined
-in `mcmri_fast.benchmarking` (shared with `python -m mcmri_fast bench`). pytest-benchmark stores runs
+in `mcmri_fast.workflows.benchmarking` (shared with `python -m mcmri_fast bench`). pytest-benchmark stores runs
 (`--benchmark-autosave`, `--benchmark-compare`) under .benchmarks/<device>/ unless --benchmark-storage
 says otherwise. The repository's pytest config points at tests/, so this conftest collects the
 bench_*.py files itself.
@@ -24,8 +24,9 @@ import time
 import pytest
 import torch
 
-from mcmri_fast import benchmarking
 from mcmri_fast.backends import use_backend
+from mcmri_fast.workflows import benchmarking
+from mcmri_fast.workflows.common import synchronize
 
 # A round times enough calls to last this long, so fast GPU calls are not dominated by timer overhead.
 MIN_ROUND_S = 1e-3
@@ -165,8 +166,7 @@ def op_run(case, bench_device):
 
         for _ in range(2):
             run()
-        if bench_device.type == "cuda":
-            torch.cuda.synchronize(bench_device)
+        synchronize(bench_device)
         return run, time.perf_counter() - start
 
     return op_run

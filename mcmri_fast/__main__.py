@@ -1,7 +1,7 @@
-"""`python -m mcmri_fast`: the command line (see mcmri_fast.cli)."""
+"""`python -m mcmri_fast`: the command line (see mcmri_fast.workflows.cli)."""
 import sys
 
-from .cli import main
+from .workflows.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 import mcmri_fast
-from mcmri_fast import _native, benchmarking, cli
+from mcmri_fast import _native
 from mcmri_fast.models import model_names
+from mcmri_fast.workflows import benchmarking, cli
 
 
 def test_info_reports_versions_and_backends():

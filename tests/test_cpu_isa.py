@@ -90,7 +90,7 @@ print(onednn_supports(torch.bfloat16), onednn_supports(torch.float32))
 
 
 def test_info_names_the_isa_and_paths(run_python):
-    out = run_python("from mcmri_fast.cli import main; main(['info'])", MCMRI_FAST_CPU_ISA="baseline")
+    out = run_python("from mcmri_fast.workflows.cli import main; main(['info'])", MCMRI_FAST_CPU_ISA="baseline")
     assert "mcmri_fast kernels: baseline" in out
     assert "MCMRI_FAST_CPU_ISA=baseline" in out
     assert "conv3x3" in out and "no Winograd kernel for this ISA" in out

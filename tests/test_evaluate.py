@@ -1,7 +1,7 @@
-"""Tests of mcmri_fast.evaluate: evaluation of "zero_filled" (no checkpoint) and of a trained checkpoint,
-the files it writes (metrics.csv per volume, summary.json, PNG panels), its metrics against a direct
-computation with mcmri_fast.metrics, the PNG writer against Pillow's decoder, fastMRI-style HDF5
-reconstructions read back with h5py, and refused checkpoints (another model's, corrupt)."""
+"""Tests of mcmri_fast.workflows.evaluate: evaluation of "zero_filled" (no checkpoint) and of a trained
+checkpoint, the files it writes (metrics.csv per volume, summary.json, PNG panels), its metrics against
+a direct computation with mcmri_fast.metrics, the PNG writer against Pillow's decoder, fastMRI-style
+HDF5 reconstructions read back with h5py, and refused checkpoints (another model's, corrupt)."""
 from __future__ import annotations
 
 import csv
@@ -21,9 +21,10 @@ from mcmri_fast.data.datasets import BuiltinDataset, PairedH5Dataset
 from mcmri_fast.data.formats import write_paired_h5
 from mcmri_fast.data.masks import mask_func
 from mcmri_fast.data.transforms import MaskSampler
-from mcmri_fast.evaluate import evaluate, panel_image, panel_layout, reconstruct, write_png
 from mcmri_fast.models import build_model
-from mcmri_fast.train import CheckpointError, TrainConfig, load_checkpoint, train
+from mcmri_fast.workflows.common import CheckpointError, load_checkpoint
+from mcmri_fast.workflows.evaluate import evaluate, panel_image, panel_layout, reconstruct, write_png
+from mcmri_fast.workflows.train import TrainConfig, train
 
 MASK_KWARGS = {"center_fractions": [0.08], "accelerations": [4]}
 METRICS = ("nmse", "psnr", "ssim", "mae")
@@ -293,7 +294,7 @@ def test_panel_has_titles_a_colour_bar_and_a_caption(tmp_path):
 
 
 def test_panel_font_has_a_distinct_glyph_per_character():
-    from mcmri_fast.evaluate import _GLYPH_MASKS, _text_mask
+    from mcmri_fast.workflows.evaluate import _GLYPH_MASKS, _text_mask
 
     shapes = {mask.shape for mask in _GLYPH_MASKS.values()}
     assert shapes == {(8, 5)}

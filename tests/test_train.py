@@ -1,7 +1,7 @@
-"""Tests of mcmri_fast.train: the run configuration, a training run's files (config.json, metrics.jsonl,
-atomic last/best checkpoints), validation metrics against a direct computation with mcmri_fast.metrics,
-exact resume (1 epoch + resume = 2 epochs uninterrupted, step by step), checkpoint errors,
-torch.compile, and a 2-process DDP run through torchrun on CPU (gloo)."""
+"""Tests of mcmri_fast.workflows.train: the run configuration, a training run's files (config.json,
+metrics.jsonl, atomic last/best checkpoints), validation metrics against a direct computation with
+mcmri_fast.metrics, exact resume (1 epoch + resume = 2 epochs uninterrupted, step by step), checkpoint
+errors, torch.compile, and a 2-process DDP run through torchrun on CPU (gloo)."""
 from __future__ import annotations
 
 import json
@@ -22,14 +22,8 @@ from mcmri_fast.data.formats import write_paired_h5
 from mcmri_fast.data.masks import mask_func
 from mcmri_fast.data.transforms import MaskSampler
 from mcmri_fast.models import ModelSpec, build_model, model_names, register
-from mcmri_fast.train import (
-    CheckpointError,
-    TrainConfig,
-    load_checkpoint,
-    resolve_device,
-    save_checkpoint,
-    train,
-)
+from mcmri_fast.workflows.common import CheckpointError, load_checkpoint, resolve_device, save_checkpoint
+from mcmri_fast.workflows.train import TrainConfig, train
 
 TINY_UNET = {"chans": 4, "num_pool_layers": 2}
 MASK_KWARGS = {"center_fractions": [0.08], "accelerations": [4]}
@@ -271,7 +265,7 @@ def test_compile_runs_a_step(tmp_path):
 
 _DDP_SCRIPT = textwrap.dedent("""
     import json, os, sys
-    from mcmri_fast.train import TrainConfig, train
+    from mcmri_fast.workflows.train import TrainConfig, train
     result = train(TrainConfig.load(sys.argv[1]), progress=False)
     with open(os.path.join(sys.argv[2], f"result_{os.environ['RANK']}.json"), "w") as f:
         json.dump(result, f)

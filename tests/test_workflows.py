@@ -9,10 +9,10 @@ import h5py
 import pytest
 import torch
 
-from mcmri_fast import cli
-from mcmri_fast.evaluate import evaluate
 from mcmri_fast.models import get_model_spec
-from mcmri_fast.train import TrainConfig, train
+from mcmri_fast.workflows import cli
+from mcmri_fast.workflows.evaluate import evaluate
+from mcmri_fast.workflows.train import TrainConfig, train
 
 TINY = ["--set", "chans=4", "--set", "num_pool_layers=2", "--crop", "64", "--batch-size", "2"]
 
@@ -131,7 +131,7 @@ def test_unet_beats_zero_filling_on_the_builtin_test_split(tmp_path):
     """The U-Net baseline with the demo's model (half width, 3 pooling levels), trained for 4 epochs of
     the builtin train split (the demo trains 8), reconstructs the held-out test split better than
     zero-filling by PSNR and by SSIM (fastMRI definitions, per volume). About a minute on one core."""
-    from mcmri_fast.demo import DEMO_BATCH
+    from mcmri_fast.workflows.demo import DEMO_BATCH
 
     demo_config = get_model_spec("unet").demo["model_config"]
     config = TrainConfig(model="unet", model_config=dict(demo_config), epochs=4, batch_size=DEMO_BATCH,
@@ -196,7 +196,7 @@ def test_kill_and_resume_repeat_the_uninterrupted_run(tmp_path, capsys):
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
-    from mcmri_fast.train import load_checkpoint
+    from mcmri_fast.workflows.common import load_checkpoint
 
     assert load_checkpoint(killed / "checkpoints" / "last.pt")["epoch"] < 10, "the run ended before it was killed"
 
@@ -213,7 +213,7 @@ def _summary(volumes: int, psnr: float, std: float) -> dict:
 
 
 def test_demo_table_shows_a_spread_only_over_several_volumes():
-    from mcmri_fast.demo import _split_line, model_table
+    from mcmri_fast.workflows.demo import _split_line, model_table
 
     one = model_table({"zero_filled": _summary(1, 24.9224, 0.0), "unet": _summary(1, 26.5, 0.0)})
     lines = one.splitlines()

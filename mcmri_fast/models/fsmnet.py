@@ -1,4 +1,4 @@
-"""FSMNet (seed 002: Chen, Xing, Chen and Xiong, "Accelerated Multi-Contrast MRI Reconstruction via
+"""FSMNet (Chen, Xing, Chen and Xiong, "Accelerated Multi-Contrast MRI Reconstruction via
 Frequency and Spatial Mutual Learning", MICCAI 2024; the authors' code qic999/FSMNet,
 networks/mynet.py + common_freq.py).
 
@@ -230,7 +230,7 @@ register(
         epochs=50,
         batch_size=4,
         trainable=True,
-        description="FSMNet (seed 002): frequency and spatial streams of target and reference, fused by gates and channel attention",
+        description="FSMNet: frequency and spatial streams of target and reference, fused by gates and channel attention",
         # A quarter of the width (4 channels per head), 3 epochs at 10x the paper's rate: about 3.5 s a
         # step of 4 slices at 256 x 256 on 2 CPU cores, so FSMNet's share of the demo stays near 4 minutes.
         demo={"model_config": {"channels": 16, "heads": 4}, "epochs": 3, "lr": 1e-3},

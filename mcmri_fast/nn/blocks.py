@@ -1,4 +1,4 @@
-"""Convolutional blocks of FSMNet's streams (seed 002): residual groups, down- and up-sampling."""
+"""Convolutional blocks of FSMNet's streams: residual groups, down- and up-sampling."""
 import torch
 from torch import nn
 

@@ -1,4 +1,4 @@
-"""FSMNet's frequency block (seed 002, FreBlock) on the fused frequency-branch ops."""
+"""FSMNet's frequency block (FreBlock) on the fused frequency-branch ops."""
 import torch
 from torch import nn
 

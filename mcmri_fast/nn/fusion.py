@@ -1,4 +1,4 @@
-"""FSMNet's fusion blocks (seed 002): reference→target (CMS) and frequency↔spatial (FS), both ending in
+"""FSMNet's fusion blocks: reference→target (CMS) and frequency↔spatial (FS), both ending in
 the sigmoid gate of `ops.gated_fusion`."""
 import torch
 from torch import nn

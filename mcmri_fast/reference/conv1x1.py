@@ -1,5 +1,5 @@
 """Reference of the 1×1 (pointwise) convolution: the channel projections of FSMNet's attention, frequency
-blocks and up-sampling (seed 002)."""
+blocks and up-sampling."""
 import torch
 import torch.nn.functional as F
 

@@ -1,5 +1,5 @@
 """Reference of the dense 3×3 convolution (zero padding 1, stride 1): the convolutions of FSMNet's
-residual blocks, frequency branches and fusions (seed 002)."""
+residual blocks, frequency branches and fusions."""
 import torch
 import torch.nn.functional as F
 

@@ -1,5 +1,5 @@
 """Reference of the depthwise 3×3 convolution of Restormer-style attention projections (FSMNet's
-channel attention, seed 002; IMA's CSCA): every channel convolved with its own 3×3 kernel."""
+channel attention; IMA's CSCA): every channel convolved with its own 3×3 kernel."""
 import torch
 import torch.nn.functional as F
 

@@ -1,4 +1,4 @@
-"""Reference of the unshuffle down-sampling block: FSMNet's DownSample (seed 002), conv → pixel-unshuffle
+"""Reference of the unshuffle down-sampling block: FSMNet's DownSample, conv → pixel-unshuffle
 → 1×1 projection."""
 import torch
 import torch.nn.functional as F

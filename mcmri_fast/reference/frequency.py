@@ -1,4 +1,4 @@
-"""References of FSMNet's frequency-branch pointwise work (seed 002, FreBlock): polar decomposition of
+"""References of FSMNet's frequency-branch pointwise work (FreBlock): polar decomposition of
 a spectrum, polar recombination, and the epilogue after the inverse FFT.
 
 The FFT itself is not part of these ops: FSMNet uses the uncentred `torch.fft.rfft2(norm="backward")`

@@ -1,4 +1,4 @@
-"""Reference of PReLU, the activation of FSMNet's heads, tails, residual groups and up-sampling (seed 002)."""
+"""Reference of PReLU, the activation of FSMNet's heads, tails, residual groups and up-sampling."""
 import torch
 import torch.nn.functional as F
 

@@ -12,12 +12,12 @@ HDF5 reconstructions.
 Conventions: images are magnitudes in the data's units ([S, H, W] float32 per volume, slices in slice
 order); the reconstruction is the model's output de-normalised (x · scale + offset, its magnitude for
 complex x), the target the magnitude of the fully sampled k-space's inverse FFT and the zero-filled
-image that of the measurement's (`mcmri_fast.train.ground_truth`), so scores do not depend on the
-normalisation. Metrics are fastMRI's (`mcmri_fast.metrics`, data_range = the target volume's max);
-"std" is the population standard deviation over volumes (0 for one volume). Masks are drawn per volume
-(MaskSampler "volume", seeded by the file name as fastMRI does), so every model sees the same
-measurements. Data options default to those the checkpoint was trained with (dataset kind, contrasts,
-crop, mask, misalignment, noise); the builtin dataset's "test" split is the default data.
+image that of the measurement's (`common.ground_truth`, `common.zero_filled_magnitude`), so scores do
+not depend on the normalisation. Metrics are fastMRI's (`mcmri_fast.metrics`, data_range = the target
+volume's max); "std" is the population standard deviation over volumes (0 for one volume). Masks are
+drawn per volume (MaskSampler "volume", seeded by the file name as fastMRI does), so every model sees
+the same measurements. Data options default to those the checkpoint was trained with (dataset kind,
+contrasts, crop, mask, misalignment, noise); the builtin dataset's "test" split is the default data.
 
 PNG panels are 8-bit RGB, drawn and written without a plotting library (a 5 × 8 bitmap font, zlib +
 struct): a title above each image (the contrasts named), the zero-filled image, the reconstruction and
@@ -44,21 +44,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._files import atomic_file, atomic_write_text
+from .._files import atomic_file, atomic_write_text
+from ..models import build_model, get_model_spec
 from ._progress import progress_bar
-from .models import build_model, get_model_spec
-from .train import (
+from .common import (
     DATASET_KINDS,
     METRIC_NAMES,
     CheckpointError,
-    _autocast,
-    _contrasts,
-    _to_device,
+    autocast,
+    contrasts,
     iter_volumes,
     load_checkpoint,
     make_dataset,
     make_mask_sampler,
     resolve_device,
+    to_device,
     volume_metrics,
 )
 
@@ -348,7 +348,7 @@ def _prepare(model: str | os.PathLike, checkpoint: str | os.PathLike | None, opt
         if kind != "builtin":
             raise ValueError(f"data: give the split to evaluate (a path for dataset {kind!r})")
         data_path = "test"
-    target, reference = _contrasts(kind, option("target", None), option("reference", None))
+    target, reference = contrasts(kind, option("target", None), option("reference", None))
     mask, mask_kwargs = option("mask", "random"), option("mask_kwargs", {"center_fractions": [0.08], "accelerations": [4]})
     data = {
         "dataset": kind, "data": os.fspath(data_path), "data_root": option("data_root", None),
@@ -375,8 +375,8 @@ def _warm_up(setup: _Setup) -> None:
     """One untimed forward pass, so lazy initialisation (kernels, caches) stays out of the timing."""
     if len(setup.dataset) == 0:
         return
-    batch = _to_device(torch.utils.data.default_collate([setup.dataset[0]]), setup.device)
-    with torch.no_grad(), _autocast(setup.device, setup.amp):
+    batch = to_device(torch.utils.data.default_collate([setup.dataset[0]]), setup.device)
+    with torch.no_grad(), autocast(setup.device, setup.amp):
         setup.model(batch)
 
 
@@ -416,8 +416,8 @@ def evaluate(
     model: a checkpoint path, or a model name: "zero_filled" (any model that is not trained) alone,
         or with `checkpoint` (the checkpoint must then be of that model: CheckpointError otherwise).
     dataset, data, data_root, target, reference, crop, mask, mask_kwargs, misalignment, noise: as in
-        `mcmri_fast.train.TrainConfig` (data: the split to evaluate, a builtin split name or a path);
-        None takes the checkpoint's training value, else the default (builtin "test").
+        `mcmri_fast.workflows.train.TrainConfig` (data: the split to evaluate, a builtin split name or
+        a path); None takes the checkpoint's training value, else the default (builtin "test").
     slices_to_plot: slice positions drawn per volume (negative: from the end; positions a volume does
         not have are skipped); None: the middle slice of each volume; () none.
     batch_size, device ("auto", "cpu", "cuda"), workers, amp (float16 autocast, CUDA only).

@@ -4,17 +4,18 @@ ops: train, evaluate and time the registered models.
 info   what was built and what can run: versions of mcmri_fast, torch, triton and CUDA, the native
        extension and the CPU instruction sets of each layer, each op's cpu path, the devices and the
        backends available on each, a forced backend, the registered models.
-train  trains a registered model (mcmri_fast.models) on a dataset: mcmri_fast.train.TrainConfig's
-       options as flags and/or a JSON config file; checkpoints, metrics.jsonl and config.json in the
-       run folder; resumable; multi-GPU / multi-node under torchrun.
+train  trains a registered model (mcmri_fast.models) on a dataset: the options of
+       mcmri_fast.workflows.train.TrainConfig as flags and/or a JSON config file; checkpoints,
+       metrics.jsonl and config.json in the run folder; resumable; multi-GPU / multi-node under torchrun.
 eval   per-volume metrics (CSV, JSON summary) and PNG panels of a model or checkpoint on a split.
 recon  writes a checkpoint's reconstructions of a split as fastMRI-style HDF5 files.
-bench  times the data-consistency op's benchmark cases of mcmri_fast.benchmarking (the cases of the
-       pytest-benchmark suite in benchmarks/) per provider, with the speedup over the reference; with
-       --model NAME, a whole network's forward or training step on the fused backends against the
-       reference ops.
+bench  times the data-consistency op's benchmark cases of mcmri_fast.workflows.benchmarking (the
+       cases of the pytest-benchmark suite in benchmarks/) per provider, with the speedup over the
+       reference; with --model NAME, a whole network's forward or training step on the fused backends
+       against the reference ops.
 demo   the main job on the builtin dataset, no arguments needed: trains the registered models,
-       compares them with zero-filling, writes the figures, times the fused ops (see mcmri_fast.demo).
+       compares them with zero-filling, writes the figures, times the fused ops (see
+       mcmri_fast.workflows.demo).
 
 Results go to stdout; progress bars (on a terminal) and diagnostics go to stderr; -q leaves warnings
 and errors only. Bad input (an unknown model or option, a missing or corrupt file, a checkpoint of
@@ -101,9 +102,9 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "Times mcmri_fast.ops.data_consistency for each provider, shape, mask kind and mode (the\n"
-            "cases of mcmri_fast.benchmarking, as in benchmarks/bench_data_consistency.py), or with\n"
-            "--model NAME a whole network (a forward, fwd, or a training step, fwd+bwd) on each\n"
-            "provider: the fused backends against the reference ops.\n\n"
+            "cases of mcmri_fast.workflows.benchmarking, as in benchmarks/bench_data_consistency.py),\n"
+            "or with --model NAME a whole network (a forward, fwd, or a training step, fwd+bwd) on\n"
+            "each provider: the fused backends against the reference ops.\n\n"
             "Providers: reference (eager pure PyTorch), compile (torch.compile of the reference,\n"
             "compiled before timing), and the fused backends cpu, triton, cuda. The reference is\n"
             "always measured: the speedup column is its median over the provider's, both measured in\n"
@@ -147,7 +148,8 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="NAME",
         help="time this registered model instead (whole network: fused backends vs the reference ops, "
-        "the shapes of mcmri_fast.benchmarking.MODEL_SHAPES; a paper-size CPU step takes tens of seconds); "
+        "the shapes of mcmri_fast.workflows.benchmarking.MODEL_SHAPES; a paper-size CPU step takes tens of "
+        "seconds); "
         "for fwd+bwd also the activations kept for backward (kept MB, any device)",
     )
     bench.add_argument(
@@ -176,8 +178,9 @@ def _add_verbosity(parser: argparse.ArgumentParser, default) -> None:
 
 def _info(args) -> int:
     import mcmri_fast
-    from . import _native, benchmarking
-    from .backends import forced_backends
+    from .. import _native
+    from ..backends import forced_backends
+    from . import benchmarking
 
     out = sys.stdout
     print(f"mcmri_fast {mcmri_fast.__version__} ({os.path.dirname(mcmri_fast.__file__)})", file=out)
@@ -224,7 +227,7 @@ def _info(args) -> int:
     else:
         print("  cuda     not available", file=out)
 
-    from . import models
+    from .. import models
 
     print("models", file=out)
     width = max(map(len, models.model_names()))
@@ -235,7 +238,7 @@ def _info(args) -> int:
 
 def _print_cpu_paths(out) -> None:
     """The CPU's instruction sets as each layer uses them, and each op's cpu path on this machine."""
-    from . import cpu_isa
+    from .. import cpu_isa
 
     switches = ", ".join(f"{k}={v}" for k, v in cpu_isa.isa_switches().items() if v is not None) or "none set"
     try:
@@ -338,7 +341,7 @@ def _shape(text: str) -> tuple[int, ...]:
 def _bench_model(args, device: torch.device, providers: list[str], modes: tuple[str, ...]) -> int:
     """`bench --model NAME`: each case's providers timed interleaved; a table of ms and speedups."""
     from . import benchmarking
-    from .models import get_model_spec
+    from ..models import get_model_spec
 
     get_model_spec(args.model)  # an unknown name: UnknownModelError, listing the registered models
     cases = benchmarking.model_cases(args.size, providers, modes, models=(args.model,))
@@ -459,8 +462,8 @@ def _key_values(pairs: Sequence[str] | None, option: str) -> dict:
 
 
 def _add_data_options(sub: argparse.ArgumentParser, *, training: bool) -> None:
-    from .data.masks import MASK_NAMES
-    from .train import DATASET_KINDS
+    from ..data.masks import MASK_NAMES
+    from .common import DATASET_KINDS
 
     data = sub.add_argument_group("data")
     data.add_argument("--dataset", choices=DATASET_KINDS, default=None, help="dataset kind (default: builtin)")

@@ -9,7 +9,8 @@ Providers:
     reference  the pure-PyTorch reference, eager (the baseline every speedup is measured against)
     compile    torch.compile(reference, dynamic=False), compiled and warmed before timing
     cpu, triton, cuda
-               the fused backends, forced with `mcmri_fast.use_backend`
+               the fused backends, forced with `mcmri_fast.use_backend`; a whole network forces a
+               preference (MODEL_BACKENDS), so an op without that backend takes the next one
 
 Modes: "fwd" runs the op under torch.no_grad; "fwd+bwd" runs it and backpropagates a fixed random
 complex gradient to x, k0 and the (learnable, per-channel) DC weight.
@@ -31,14 +32,17 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import torch
 import torch.utils.benchmark
 
-from . import _native, ops, reference
-from .backends import BackendUnavailableError, available_backends, backend_status, use_backend
+from .. import _native, models, ops, reference
+from ..backends import BackendUnavailableError, available_backends, backend_status, use_backend
+from .common import synchronize
+from .train import make_loss
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "DC_SHAPES",
     "MASK_KINDS",
+    "MODEL_BACKENDS",
     "MODEL_SHAPES",
     "MODES",
     "PROVIDERS",
@@ -352,7 +356,7 @@ def build_data_consistency_case(
 
     for _ in range(warmup):
         run()
-    _synchronize(device)
+    synchronize(device)
     return BuiltCase(
         case=case,
         device=device,
@@ -361,11 +365,6 @@ def build_data_consistency_case(
         input_copies=copies,
         setup_s=time.perf_counter() - start,
     )
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -415,8 +414,9 @@ def op_cases(shapes_by_op: Mapping[str, Iterable]) -> list[OpCase]:
 class ModelCase:
     """One model benchmark: a registered model (with configuration overrides) on images [B, 1, H, W].
 
-    Providers: the fused backends run the model with that backend forced; "reference" runs it with
-    every op on the reference backend (eager), "compile" is torch.compile(fullgraph=True) of that.
+    Providers: the fused backends run the model with the preference MODEL_BACKENDS[provider] forced;
+    "reference" runs it with every op on the reference backend (eager), "compile" is
+    torch.compile(fullgraph=True) of that.
     Modes: "fwd" a no-grad forward; "fwd+bwd" a training step without the optimiser (forward, the
     model's own loss, the gradients of every parameter)."""
 
@@ -435,6 +435,17 @@ class ModelCase:
     def group(self) -> str:
         return self.id.rsplit("-", 1)[0]
 
+
+# The backends forced on a whole network per provider, in preference order: some ops lack some fused
+# backends (conv3x3 and conv1x1 have cpu and reference only, unshuffle_downsample no triton), and forcing
+# a backend an op lacks raises, so each op runs the first of these it has.
+MODEL_BACKENDS: dict[str, tuple[str, ...]] = {
+    "reference": ("reference",),
+    "compile": ("reference",),
+    "cpu": ("cpu", "reference"),
+    "cuda": ("cuda", "reference"),
+    "triton": ("triton", "cuda", "reference"),
+}
 
 MODEL_SHAPES: dict[str, tuple] = {
     "paper": tuple(("fsmnet", (), shape) for shape in ((1, 1, 240, 240), (4, 1, 240, 240), (4, 1, 320, 320))),
@@ -460,10 +471,6 @@ def model_cases(size: str = "paper", providers: Iterable[str] = PROVIDERS, modes
 def build_model_case(case: ModelCase, device: torch.device | str, *, warmup: int = 1) -> tuple[Callable[[], None], float]:
     """(run, setup seconds): run() performs one step of the case, warmed up `warmup` times (compiled,
     for "compile"). Same weights (seed 0) and inputs for every provider."""
-    # imported here: the registry imports every model module, needed only when a model is benchmarked
-    from . import models
-    from .train import make_loss
-
     device = torch.device(device)
     reason = provider_status(case.provider, device)
     if reason is not None:
@@ -475,30 +482,30 @@ def build_model_case(case: ModelCase, device: torch.device | str, *, warmup: int
     loss_fn = make_loss(models.get_model_spec(case.model).loss)
     generator = torch.Generator().manual_seed(0)
     batch = {key: torch.randn(case.shape, generator=generator).to(device) for key in ("zero_filled", "reference", "target")}
-    backend = "reference" if case.provider in ("reference", "compile") else case.provider
+    backends = MODEL_BACKENDS[case.provider]
     forward = model
     if case.provider == "compile":
         torch._dynamo.reset()
-        with use_backend(backend):
+        with use_backend(*backends):
             forward = torch.compile(model, dynamic=False, fullgraph=True)
     parameters = [p for p in model.parameters() if p.requires_grad]
 
     if case.mode == "fwd":
 
         def run() -> None:
-            with use_backend(backend), torch.no_grad():
+            with use_backend(*backends), torch.no_grad():
                 forward(batch)
 
     else:
 
         def run() -> None:
-            with use_backend(backend):
+            with use_backend(*backends):
                 # autograd.grad: no accumulation into .grad between iterations
                 torch.autograd.grad(loss_fn(forward(batch), batch), parameters)
 
     for _ in range(warmup):
         run()
-    _synchronize(device)
+    synchronize(device)
     return run, time.perf_counter() - start
 
 
@@ -537,17 +544,17 @@ def time_interleaved(
     for name, run in runs.items():
         start = time.perf_counter()
         run()
-        _synchronize(device)
+        synchronize(device)
         calls[name] = max(1, int(block_s / max(time.perf_counter() - start, 1e-9)))
     samples: dict[str, list[float]] = {name: [] for name in runs}
     spent = dict.fromkeys(runs, 0.0)
     while min(spent.values()) < min_run_time or min(len(v) for v in samples.values()) < min_rounds:
         for name, run in runs.items():
-            _synchronize(device)
+            synchronize(device)
             start = time.perf_counter()
             for _ in range(calls[name]):
                 run()
-            _synchronize(device)
+            synchronize(device)
             elapsed = time.perf_counter() - start
             spent[name] += elapsed
             samples[name].append(elapsed / calls[name])

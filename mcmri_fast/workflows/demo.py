@@ -17,10 +17,12 @@ from pathlib import Path
 
 import torch
 
-from . import benchmarking, models
+from .. import models
+from . import benchmarking
 from ._progress import progress_bar
+from .common import resolve_device
 from .evaluate import evaluate
-from .train import TrainConfig, resolve_device, train
+from .train import TrainConfig, train
 
 logger = logging.getLogger(__name__)
 
