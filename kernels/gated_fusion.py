@@ -1,6 +1,6 @@
-"""Triton kernels of the sigmoid-gated fusion, the GPU twin of the C++ ops
-torch.ops.mcmri_fast.gated_fusion_fwd and gated_fusion_bwd (csrc/gated_fusion_ops.cpp is the contract;
-csrc/cpu/gated_fusion.cpp implements it on the CPU).
+"""Triton kernels of the sigmoid-gated fusion, the twins of the C++ ops torch.ops.mcmri_fast.gated_fusion_fwd
+and gated_fusion_bwd (their contract is csrc/gated_fusion.h; the op, mcmri_fast/ops/gated_fusion.py, has
+checked the arguments).
 
 Shapes, once contiguous: a, b, grad [B, C, N] and gate [B, 2C, N] (N = the product of the spatial
 sizes), one dtype. With s_a = σ(gate[b, c, j]), s_b = σ(gate[b, C + c, j]):
@@ -76,25 +76,7 @@ def _gated_fusion_bwd_kernel(grad_ptr, a_ptr, b_ptr, gate_ptr, grad_a_ptr, grad_
     tl.store(grad_gate_ptr + gate_offs + C * N, (g * b * (1.0 - sb) * sb).to(dtype), mask=mask)
 
 
-def _check(condition: bool, *message) -> None:
-    if not condition:
-        raise RuntimeError("".join(str(part) for part in message))
-
-
-def _check_args(op: str, a, b, gate, grad=None):
-    """The checks of check_gated_fusion_args (csrc/gated_fusion_args.h); returns (B, C, N)."""
-    _check(a.dim() >= 2, op, ": a must be [B, C, *spatial], got ", tuple(a.shape))
-    _check(a.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16),
-           op, ": a must be float32, float64, float16 or bfloat16, got ", a.dtype)
-    _check(b.shape == a.shape and b.dtype == a.dtype, op, ": b must match a, got ", tuple(b.shape), " ", b.dtype)
-    gate_shape = (a.shape[0], 2 * a.shape[1]) + tuple(a.shape[2:])
-    _check(tuple(gate.shape) == gate_shape and gate.dtype == a.dtype,
-           op, ": gate must be [B, 2C, *spatial] = ", list(gate_shape), " of a's dtype, got ", tuple(gate.shape))
-    if grad is not None:
-        _check(grad.shape == a.shape and grad.dtype == a.dtype, op, ": grad must match a, got ", tuple(grad.shape))
-    for t in (b, gate, grad):
-        if t is not None:
-            _check(t.device == a.device, op, ": all tensors must be on ", a.device, ", got ", t.device)
+def _sizes(a) -> tuple[int, int, int]:
     B, C = a.shape[:2]
     return B, C, a.numel() // (B * C) if B * C else 0
 
@@ -105,9 +87,9 @@ def _launch(B: int, C: int, N: int, dtype: torch.dtype) -> tuple[tuple[int], dic
     return (B * C * triton.cdiv(N, block),), dict(COMPUTE=compute, BLOCK=block, num_warps=_NUM_WARPS)
 
 
-def gated_fusion_forward(a, b, gate, nonfinite: float | None) -> torch.Tensor:
-    """The semantics of torch.ops.mcmri_fast.gated_fusion_fwd: inputs of any strides, contiguous output."""
-    B, C, N = _check_args("gated_fusion_fwd", a, b, gate)
+def gated_fusion_fwd(a, b, gate, nonfinite: float | None) -> torch.Tensor:
+    """torch.ops.mcmri_fast.gated_fusion_fwd (csrc/gated_fusion.h): inputs of any strides, contiguous output."""
+    B, C, N = _sizes(a)
     a, b, gate = a.contiguous(), b.contiguous(), gate.contiguous()
     out = torch.empty_like(a)
     if out.numel() == 0:
@@ -119,10 +101,10 @@ def gated_fusion_forward(a, b, gate, nonfinite: float | None) -> torch.Tensor:
     return out
 
 
-def gated_fusion_backward(grad, a, b, gate, nonfinite: float | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The semantics of torch.ops.mcmri_fast.gated_fusion_bwd: (grad_a, grad_b, grad_gate), contiguous;
+def gated_fusion_bwd(grad, a, b, gate, nonfinite: float | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """torch.ops.mcmri_fast.gated_fusion_bwd (csrc/gated_fusion.h): (grad_a, grad_b, grad_gate), contiguous;
     grad of any strides (a stride-0 gradient is materialised: the kernel reads rows contiguously)."""
-    B, C, N = _check_args("gated_fusion_bwd", a, b, gate, grad)
+    B, C, N = _sizes(a)
     grad, a, b, gate = grad.contiguous(), a.contiguous(), b.contiguous(), gate.contiguous()
     grad_a, grad_b, grad_gate = torch.empty_like(a), torch.empty_like(b), torch.empty_like(gate)
     if grad_a.numel() == 0:

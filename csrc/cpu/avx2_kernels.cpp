@@ -25,12 +25,10 @@
 #include "channel_attention_kernels.h"
 #include "depthwise_conv_kernels.h"
 #include "frequency_kernels.h"
-#include "gated_fusion_kernels.h"
 
 #include "channel_attention_kernel_table.h"
 #include "depthwise_conv_kernel_table.h"
 #include "frequency_kernel_table.h"
-#include "gated_fusion_kernel_table.h"
 
 namespace mcmri_fast::cpu {
 
@@ -43,30 +41,6 @@ const FrequencyKernels<float>& frequency_kernels_avx2<float>() {
 template <>
 const FrequencyKernels<double>& frequency_kernels_avx2<double>() {
   static const auto table = MCMRI_FAST_FREQUENCY_KERNEL_TABLE(avx2, double);
-  return table;
-}
-
-template <>
-const GatedFusionKernels<float>& gated_fusion_kernels_avx2<float>() {
-  static const auto table = MCMRI_FAST_GATED_FUSION_KERNEL_TABLE(avx2, float);
-  return table;
-}
-
-template <>
-const GatedFusionKernels<double>& gated_fusion_kernels_avx2<double>() {
-  static const auto table = MCMRI_FAST_GATED_FUSION_KERNEL_TABLE(avx2, double);
-  return table;
-}
-
-template <>
-const GatedFusionKernels<c10::Half>& gated_fusion_kernels_avx2<c10::Half>() {
-  static const auto table = MCMRI_FAST_GATED_FUSION_KERNEL_TABLE(avx2, c10::Half);
-  return table;
-}
-
-template <>
-const GatedFusionKernels<c10::BFloat16>& gated_fusion_kernels_avx2<c10::BFloat16>() {
-  static const auto table = MCMRI_FAST_GATED_FUSION_KERNEL_TABLE(avx2, c10::BFloat16);
   return table;
 }
 

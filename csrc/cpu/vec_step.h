@@ -1,6 +1,6 @@
-// One vector step of the row loops of the elementwise CPU kernels (gated_fusion_kernels.h,
-// prelu_kernels.h): loads and stores of float16 / bfloat16 widen to and narrow from float vectors.
-// Compiled in each ISA build like the kernels that include it (see cpu_isa.h).
+// One vector step of the row loops of the elementwise CPU kernels (gated_fusion.cpp, prelu.cpp): loads
+// and stores of float16 / bfloat16 widen to and narrow from float vectors. Compiled in each ISA build
+// like the kernels that include it (see isa_builds.h).
 #pragma once
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>

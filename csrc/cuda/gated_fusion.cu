@@ -1,17 +1,21 @@
-// CUDA kernels of the sigmoid-gated fusion (the CPU code in csrc/cpu/gated_fusion.cpp is the reference).
-// Memory-bound elementwise work over a [B, C, N]:
+// CUDA kernels of the sigmoid-gated fusion (the contract: csrc/gated_fusion.h; csrc/cpu/gated_fusion.cpp
+// computes the same on the CPU). Memory-bound elementwise work over a [B, C, N]:
 //   - one thread per pack of kVec consecutive elements of a row (b, c), grid-stride over the packs;
 //     kVec = 16 bytes / sizeof(T) when N is a multiple of it and every pointer is 16-byte aligned (a
 //     pack then never straddles two rows, and its loads and stores are single 16-byte accesses), else 1;
 //   - the gate of a's half is gate[b, c, j], that of b's half C·N elements further;
 //   - float16 / bfloat16 are computed in float, float64 in double.
-// No torch headers here: the binding is gated_fusion_binding.cpp. Nothing in it needs sm_80+.
+// Nothing in it needs sm_80+.
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
 #include <cstdint>
+#include <initializer_list>
 
-#include <cuda_runtime.h>
-
+#include "../gated_fusion.h"
 #include "compute_type.cuh"
-#include "gated_fusion_launch.h"
+#include "cuda_types.h"
 
 namespace mcmri_fast::cuda {
 namespace {
@@ -41,14 +45,14 @@ __device__ __forceinline__ void store_pack(T* p, const Pack<T, kVec>& pack) {
 struct PackOffsets {
   int64_t element, gate;
 };
-__device__ __forceinline__ PackOffsets offsets_of(const GatedFusionShape& s, int64_t element) {
+__device__ __forceinline__ PackOffsets offsets_of(const GatedFusionSizes& s, int64_t element) {
   const int64_t row = element / s.N, j = element - row * s.N;
   const int64_t batch = row / s.C, c = row - batch * s.C;
   return {element, (batch * 2 * s.C + c) * s.N + j};
 }
 
 template <typename T, int kVec, bool kClean>
-__global__ void gated_fusion_fwd_kernel(GatedFusionShape s, int64_t packs, const T* __restrict__ a,
+__global__ void gated_fusion_fwd_kernel(GatedFusionSizes s, int64_t packs, const T* __restrict__ a,
                                         const T* __restrict__ b, const T* __restrict__ gate, T* __restrict__ out,
                                         compute_t<T> fill) {
   const int64_t gate_b = s.C * s.N;
@@ -69,7 +73,7 @@ __global__ void gated_fusion_fwd_kernel(GatedFusionShape s, int64_t packs, const
 }
 
 template <typename T, int kVec, bool kClean>
-__global__ void gated_fusion_bwd_kernel(GatedFusionShape s, int64_t packs, const T* __restrict__ grad,
+__global__ void gated_fusion_bwd_kernel(GatedFusionSizes s, int64_t packs, const T* __restrict__ grad,
                                         const T* __restrict__ a, const T* __restrict__ b, const T* __restrict__ gate,
                                         T* __restrict__ grad_a, T* __restrict__ grad_b, T* __restrict__ grad_gate) {
   using C = compute_t<T>;
@@ -108,7 +112,7 @@ inline bool pack_aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) 
 // Whether the 16-byte packs apply: they must not straddle rows (N a multiple of the pack) and every
 // pointer must be aligned to them (all offsets are then multiples of the pack).
 template <typename T>
-bool use_wide_packs(const GatedFusionShape& s, std::initializer_list<const void*> pointers) {
+bool use_wide_packs(const GatedFusionSizes& s, std::initializer_list<const void*> pointers) {
   if (s.N % kWideVec<T> != 0) return false;
   for (const void* p : pointers) {
     if (!pack_aligned(p)) return false;
@@ -122,33 +126,23 @@ inline dim3 grid_of(int64_t packs) {
 }
 
 template <typename T, int kVec>
-cudaError_t launch_fwd_as(const GatedFusionShape& s, const T* a, const T* b, const T* gate, T* out, bool clean,
-                          compute_t<T> fill, cudaStream_t stream) {
+void launch_fwd_as(const GatedFusionSizes& s, const T* a, const T* b, const T* gate, T* out, bool clean,
+                   compute_t<T> fill) {
   const int64_t packs = s.B * s.C * s.N / kVec;
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   if (clean) {
     gated_fusion_fwd_kernel<T, kVec, true><<<grid_of(packs), kThreads, 0, stream>>>(s, packs, a, b, gate, out, fill);
   } else {
     gated_fusion_fwd_kernel<T, kVec, false><<<grid_of(packs), kThreads, 0, stream>>>(s, packs, a, b, gate, out, fill);
   }
-  return cudaGetLastError();
-}
-
-template <typename T>
-cudaError_t launch_fwd(const GatedFusionShape& s, const T* a, const T* b, const T* gate, T* out, bool has_nonfinite,
-                       double nonfinite, cudaStream_t stream) {
-  if (s.B < 0 || s.C < 0 || s.N < 0) return cudaErrorInvalidValue;
-  if (s.B * s.C * s.N == 0) return cudaSuccess;
-  const auto fill = static_cast<compute_t<T>>(nonfinite);
-  if (use_wide_packs<T>(s, {a, b, gate, out})) {
-    return launch_fwd_as<T, kWideVec<T>>(s, a, b, gate, out, has_nonfinite, fill, stream);
-  }
-  return launch_fwd_as<T, 1>(s, a, b, gate, out, has_nonfinite, fill, stream);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 template <typename T, int kVec>
-cudaError_t launch_bwd_as(const GatedFusionShape& s, const T* grad, const T* a, const T* b, const T* gate, T* grad_a,
-                          T* grad_b, T* grad_gate, bool clean, cudaStream_t stream) {
+void launch_bwd_as(const GatedFusionSizes& s, const T* grad, const T* a, const T* b, const T* gate, T* grad_a,
+                   T* grad_b, T* grad_gate, bool clean) {
   const int64_t packs = s.B * s.C * s.N / kVec;
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   if (clean) {
     gated_fusion_bwd_kernel<T, kVec, true>
         <<<grid_of(packs), kThreads, 0, stream>>>(s, packs, grad, a, b, gate, grad_a, grad_b, grad_gate);
@@ -156,31 +150,62 @@ cudaError_t launch_bwd_as(const GatedFusionShape& s, const T* grad, const T* a, 
     gated_fusion_bwd_kernel<T, kVec, false>
         <<<grid_of(packs), kThreads, 0, stream>>>(s, packs, grad, a, b, gate, grad_a, grad_b, grad_gate);
   }
-  return cudaGetLastError();
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-template <typename T>
-cudaError_t launch_bwd(const GatedFusionShape& s, const T* grad, const T* a, const T* b, const T* gate, T* grad_a,
-                       T* grad_b, T* grad_gate, bool has_nonfinite, cudaStream_t stream) {
-  if (s.B < 0 || s.C < 0 || s.N < 0) return cudaErrorInvalidValue;
-  if (s.B * s.C * s.N == 0) return cudaSuccess;
-  if (use_wide_packs<T>(s, {grad, a, b, gate, grad_a, grad_b, grad_gate})) {
-    return launch_bwd_as<T, kWideVec<T>>(s, grad, a, b, gate, grad_a, grad_b, grad_gate, has_nonfinite, stream);
-  }
-  return launch_bwd_as<T, 1>(s, grad, a, b, gate, grad_a, grad_b, grad_gate, has_nonfinite, stream);
+at::Tensor gated_fusion_fwd(const at::Tensor& a, const at::Tensor& b, const at::Tensor& gate,
+                            std::optional<double> nonfinite) {
+  const auto s = check_gated_fusion_args("gated_fusion_fwd", a, b, gate);
+  c10::cuda::CUDAGuard guard(a.device());
+  const auto a_c = a.contiguous(), b_c = b.contiguous(), gate_c = gate.contiguous();
+  auto out = at::empty_like(a_c, at::MemoryFormat::Contiguous);
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "gated_fusion_fwd_cuda", [&] {
+    using T = cuda_t<scalar_t>;
+    const T *pa = cuda_cptr<scalar_t>(a_c), *pb = cuda_cptr<scalar_t>(b_c), *pgate = cuda_cptr<scalar_t>(gate_c);
+    T* pout = cuda_ptr<scalar_t>(out);
+    const bool clean = nonfinite.has_value();
+    const auto fill = static_cast<compute_t<T>>(nonfinite.value_or(0.0));
+    if (use_wide_packs<T>(s, {pa, pb, pgate, pout})) {
+      launch_fwd_as<T, kWideVec<T>>(s, pa, pb, pgate, pout, clean, fill);
+    } else {
+      launch_fwd_as<T, 1>(s, pa, pb, pgate, pout, clean, fill);
+    }
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gated_fusion_bwd(const at::Tensor& grad, const at::Tensor& a,
+                                                                const at::Tensor& b, const at::Tensor& gate,
+                                                                std::optional<double> nonfinite) {
+  const auto s = check_gated_fusion_args("gated_fusion_bwd", a, b, gate, &grad);
+  c10::cuda::CUDAGuard guard(a.device());
+  // A stride-0 gradient (out.sum().backward()) is materialised here: the kernel reads rows contiguously.
+  const auto grad_c = grad.contiguous(), a_c = a.contiguous(), b_c = b.contiguous(), gate_c = gate.contiguous();
+  auto grad_a = at::empty_like(a_c, at::MemoryFormat::Contiguous);
+  auto grad_b = at::empty_like(b_c, at::MemoryFormat::Contiguous);
+  auto grad_gate = at::empty_like(gate_c, at::MemoryFormat::Contiguous);
+  if (grad_a.numel() == 0) return {grad_a, grad_b, grad_gate};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "gated_fusion_bwd_cuda", [&] {
+    using T = cuda_t<scalar_t>;
+    const T *pg = cuda_cptr<scalar_t>(grad_c), *pa = cuda_cptr<scalar_t>(a_c), *pb = cuda_cptr<scalar_t>(b_c),
+            *pgate = cuda_cptr<scalar_t>(gate_c);
+    T *da = cuda_ptr<scalar_t>(grad_a), *db = cuda_ptr<scalar_t>(grad_b), *dgate = cuda_ptr<scalar_t>(grad_gate);
+    const bool clean = nonfinite.has_value();
+    if (use_wide_packs<T>(s, {pg, pa, pb, pgate, da, db, dgate})) {
+      launch_bwd_as<T, kWideVec<T>>(s, pg, pa, pb, pgate, da, db, dgate, clean);
+    } else {
+      launch_bwd_as<T, 1>(s, pg, pa, pb, pgate, da, db, dgate, clean);
+    }
+  });
+  return {grad_a, grad_b, grad_gate};
 }
 
 }  // namespace
 
-#define MCMRI_GATED_FUSION_DEFINE(T)                                                                                 \
-  MCMRI_GATED_FUSION_FWD(T) { return launch_fwd<T>(s, a, b, gate, out, has_nonfinite, nonfinite, stream); }         \
-  MCMRI_GATED_FUSION_BWD(T) {                                                                                        \
-    return launch_bwd<T>(s, grad, a, b, gate, grad_a, grad_b, grad_gate, has_nonfinite, stream);                    \
-  }
-MCMRI_GATED_FUSION_DEFINE(float)
-MCMRI_GATED_FUSION_DEFINE(double)
-MCMRI_GATED_FUSION_DEFINE(__half)
-MCMRI_GATED_FUSION_DEFINE(__nv_bfloat16)
-#undef MCMRI_GATED_FUSION_DEFINE
+TORCH_LIBRARY_IMPL(mcmri_fast, CUDA, m) {
+  m.impl("gated_fusion_fwd", &gated_fusion_fwd);
+  m.impl("gated_fusion_bwd", &gated_fusion_bwd);
+}
 
 }  // namespace mcmri_fast::cuda

@@ -12,22 +12,20 @@ and one pass backward (reads grad, a, b, gate; writes grad_a, grad_b, grad_gate)
 recomputes σ and, with `nonfinite`, the value before the replacement: the op saves only its inputs,
 where the reference's autograd keeps both sigmoids and the products (three more tensors of a's size
 and the gate's). float16 / bfloat16 are computed in float32 and rounded once.
+
+The kernels: `gated_fusion_fwd` and `gated_fusion_bwd`, whose contract is csrc/gated_fusion.h (the C++ ops
+of csrc/cpu/gated_fusion.cpp and csrc/cuda/gated_fusion.cu, and their Triton twins in
+mcmri_fast.kernels.gated_fusion).
 """
-import functools
 import numbers
 
 import torch
 
 from .. import reference
-from ..backends import select_backend
+from ._checks import promoted_float_dtype
+from ._fused import FusedOp
 
 __all__ = ["gated_fusion"]
-
-_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Public API: validation and dispatch
 
 
 def gated_fusion(
@@ -52,25 +50,15 @@ def gated_fusion(
     Gradients flow to a, b and gate through one fused backward kernel. Inputs may have any strides.
     """
     a, b, gate, nonfinite = _validate(a, b, gate, nonfinite)
-    backend = _select(a.device)
+    backend = _gated_fusion.select(a.device)
     if backend == "reference":
         return reference.gated_fusion(a, b, gate, nonfinite)
-    return torch.ops.mcmri_fast.gated_fusion(a, b, gate, nonfinite, backend)
-
-
-@torch.compiler.assume_constant_result
-def _select(device: torch.device) -> str:
-    # Under torch.compile the choice is made once, at trace time, and baked into the graph.
-    return select_backend("gated_fusion", device)
+    return _gated_fusion(a, b, gate, nonfinite, backend=backend)
 
 
 def _validate(a, b, gate, nonfinite):
     """Checks the arguments; returns a, b, gate in their promoted dtype and nonfinite as a float or None."""
-    for name, t in (("a", a), ("b", b), ("gate", gate)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dtype not in _DTYPES:
-            raise TypeError(f"{name} must be float32, float64, float16 or bfloat16, got dtype {t.dtype}")
+    dtype = promoted_float_dtype({"a": a, "b": b, "gate": gate}, like="a")
     if a.dim() < 2:
         raise ValueError(f"a must be [B, C, *spatial], got shape {tuple(a.shape)}")
     if b.shape != a.shape:
@@ -78,72 +66,34 @@ def _validate(a, b, gate, nonfinite):
     gate_shape = (a.shape[0], 2 * a.shape[1]) + tuple(a.shape[2:])
     if tuple(gate.shape) != gate_shape:
         raise ValueError(f"gate must be [B, 2C, *spatial] = {list(gate_shape)}, got shape {tuple(gate.shape)}")
-    for name, t in (("b", b), ("gate", gate)):
-        if t.device != a.device:
-            raise ValueError(f"{name} must be on a's device {a.device}, got {t.device}")
     if nonfinite is not None:
         if not isinstance(nonfinite, numbers.Real) or isinstance(nonfinite, bool):
             raise TypeError(f"nonfinite must be None or a real number, got {type(nonfinite).__name__}")
         nonfinite = float(nonfinite)
-    dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), gate.dtype)
     return a.to(dtype), b.to(dtype), gate.to(dtype), nonfinite
 
 
-# ---------------------------------------------------------------------------------------------------
-# Fused implementation (custom ops, so torch.compile sees one node with a fake implementation)
+_gated_fusion = FusedOp("gated_fusion", kernels=("gated_fusion_fwd", "gated_fusion_bwd"))
 
 
-@functools.lru_cache(maxsize=None)
-def _kernels(backend: str):
-    """(forward, backward) launchers of a fused backend; the C++ ops serve cpu and cuda alike."""
-    if backend == "triton":
-        from ..kernels import gated_fusion as triton_kernels
-
-        return triton_kernels.gated_fusion_forward, triton_kernels.gated_fusion_backward
-    if backend in ("cpu", "cuda"):
-        return torch.ops.mcmri_fast.gated_fusion_fwd, torch.ops.mcmri_fast.gated_fusion_bwd
-    raise ValueError(f"gated_fusion: {backend!r} is not a fused backend")
+@_gated_fusion.forward
+def _(k, a: torch.Tensor, b: torch.Tensor, gate: torch.Tensor, nonfinite: float | None) -> torch.Tensor:
+    return k.gated_fusion_fwd(a, b, gate, nonfinite)
 
 
-@torch.library.custom_op("mcmri_fast::gated_fusion", mutates_args=())
-def _gated_fusion_fused(
-    a: torch.Tensor, b: torch.Tensor, gate: torch.Tensor, nonfinite: float | None, backend: str
-) -> torch.Tensor:
-    forward, _ = _kernels(backend)
-    return forward(a, b, gate, nonfinite)
-
-
-@_gated_fusion_fused.register_fake
-def _(a, b, gate, nonfinite, backend):
+@_gated_fusion.fake
+def _(a, b, gate, nonfinite):
     return torch.empty_like(a, memory_format=torch.contiguous_format)
 
 
-@torch.library.custom_op("mcmri_fast::gated_fusion_backward", mutates_args=())
-def _gated_fusion_fused_backward(
-    grad: torch.Tensor, a: torch.Tensor, b: torch.Tensor, gate: torch.Tensor, nonfinite: float | None, backend: str
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Returns (grad_a, grad_b, grad_gate), contiguous."""
-    _, backward = _kernels(backend)
-    return backward(grad, a, b, gate, nonfinite)
+# The backward recomputes σ and the value before the cleanup from the inputs: nothing else is kept.
+@_gated_fusion.backward(saves=("a", "b", "gate"), keeps=("nonfinite",), grads=("a", "b", "gate"), need_flags=False)
+def _(k, grad: torch.Tensor, a: torch.Tensor, b: torch.Tensor, gate: torch.Tensor, nonfinite: float | None
+      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(grad_a, grad_b, grad_gate), contiguous."""
+    return k.gated_fusion_bwd(grad, a, b, gate, nonfinite)
 
 
-@_gated_fusion_fused_backward.register_fake
-def _(grad, a, b, gate, nonfinite, backend):
+@_gated_fusion.backward_fake
+def _(grad, a, b, gate, nonfinite):
     return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) for t in (a, b, gate))
-
-
-def _setup_context(ctx, inputs, output):
-    a, b, gate, nonfinite, backend = inputs
-    # The backward recomputes σ and the value before the cleanup from the inputs: nothing else is kept.
-    ctx.save_for_backward(a, b, gate)
-    ctx.nonfinite, ctx.backend = nonfinite, backend
-
-
-def _backward(ctx, grad):
-    a, b, gate = ctx.saved_tensors
-    grad_a, grad_b, grad_gate = torch.ops.mcmri_fast.gated_fusion_backward(grad, a, b, gate, ctx.nonfinite, ctx.backend)
-    need_a, need_b, need_gate = ctx.needs_input_grad[:3]
-    return grad_a if need_a else None, grad_b if need_b else None, grad_gate if need_gate else None, None, None
-
-
-_gated_fusion_fused.register_autograd(_backward, setup_context=_setup_context)

@@ -1,12 +1,27 @@
-// Checks and sizes of the gated_fusion_ ops, shared by the CPU and the CUDA bindings. The Python API
-// validates what users pass and promotes the dtypes; these checks keep a kernel from reading out of
-// bounds whatever it is called with.
+// The contract of the sigmoid-gated fusion's C++ ops (the public op and its autograd:
+// mcmri_fast/ops/gated_fusion.py): schemas and the checks every backend runs (csrc/cpu/gated_fusion.cpp,
+// csrc/cuda/gated_fusion.cu; the Triton twins in kernels/gated_fusion.py are only called by the op, which
+// has checked its arguments). The checks keep a kernel from reading out of bounds whatever it is called with.
 #pragma once
 #include <ATen/ATen.h>
 
-#include <optional>
+#include <vector>
+
+#include "op_schemas.h"
 
 namespace mcmri_fast {
+
+MCMRI_FAST_OP_SCHEMAS(gated_fusion) {
+  // out = a * sigmoid(gate[:, :C]) + b * sigmoid(gate[:, C:]); a, b [B, C, *spatial], gate [B, 2C, *spatial],
+  // one dtype (float32, float64, float16, bfloat16; the last two computed in float32), any strides. With
+  // nonfinite given, nan and +-inf results are replaced by it. The output is contiguous.
+  m.def("gated_fusion_fwd(Tensor a, Tensor b, Tensor gate, float? nonfinite) -> Tensor");
+  // Its backward: (grad_a, grad_b, grad_gate), contiguous. With nonfinite given, the gradient is zero where
+  // the value before the replacement was not finite (recomputed, not saved).
+  m.def(
+      "gated_fusion_bwd(Tensor grad, Tensor a, Tensor b, Tensor gate, float? nonfinite) -> "
+      "(Tensor, Tensor, Tensor)");
+}
 
 // a, b [B, C, N] and gate [B, 2C, N] once made contiguous, with N the product of the spatial sizes.
 struct GatedFusionSizes {
