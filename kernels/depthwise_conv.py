@@ -1,6 +1,6 @@
-"""Triton kernels of the depthwise 3×3 convolution, the GPU twin of the C++ ops
-torch.ops.mcmri_fast.depthwise_conv3x3_fwd and depthwise_conv3x3_bwd (csrc/depthwise_conv_ops.cpp is the
-contract; csrc/cpu/depthwise_conv.cpp implements it on the CPU).
+"""Triton kernels of the depthwise 3×3 convolution, the twins of the C++ ops
+torch.ops.mcmri_fast.depthwise_conv3x3_fwd and depthwise_conv3x3_bwd (their contract is
+csrc/depthwise_conv.h; the op, mcmri_fast/ops/depthwise_conv.py, has checked the arguments).
 
 Shapes, once contiguous: x, grad [B, C, H, W], taps [C, 9] (row-major 3×3), bias [C], one dtype:
 
@@ -80,31 +80,6 @@ def _depthwise_conv3x3_bwd_kernel(grad_ptr, x_ptr, partial_ptr, C, H, W, tiles_h
     tl.store(row + 9, tl.sum(tl.sum(g, axis=1), axis=0))
 
 
-def _check(condition: bool, *message) -> None:
-    if not condition:
-        raise RuntimeError("".join(str(part) for part in message))
-
-
-def _check_args(op: str, x, weight, bias=None, grad=None):
-    """The checks of check_depthwise_conv_args (csrc/depthwise_conv_args.h); returns (B, C, H, W)."""
-    _check(x.dim() == 4, op, ": x must be [B, C, H, W], got ", tuple(x.shape))
-    _check(x.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16),
-           op, ": x must be float32, float64, float16 or bfloat16, got ", x.dtype)
-    C = x.shape[1]
-    _check(tuple(weight.shape) in ((C, 1, 3, 3), (C, 3, 3)) and weight.dtype == x.dtype,
-           op, ": weight must be [C, 1, 3, 3] or [C, 3, 3] with C = ", C, " of x's dtype, got ", tuple(weight.shape),
-           " ", weight.dtype)
-    if bias is not None:
-        _check(tuple(bias.shape) == (C,) and bias.dtype == x.dtype,
-               op, ": bias must be [", C, "] of x's dtype, got ", tuple(bias.shape), " ", bias.dtype)
-    if grad is not None:
-        _check(grad.shape == x.shape and grad.dtype == x.dtype, op, ": grad must match x, got ", tuple(grad.shape))
-    for t in (weight, bias, grad):
-        if t is not None:
-            _check(t.device == x.device, op, ": all tensors must be on ", x.device, ", got ", t.device)
-    return tuple(x.shape)
-
-
 def _compute(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
@@ -128,9 +103,10 @@ def _stencil(x, taps, bias, rotate: bool, out) -> None:
     )
 
 
-def depthwise_conv3x3_forward(x, weight, bias) -> torch.Tensor:
-    """The semantics of torch.ops.mcmri_fast.depthwise_conv3x3_fwd: inputs of any strides, contiguous output."""
-    B, C, H, W = _check_args("depthwise_conv3x3_fwd", x, weight, bias)
+def depthwise_conv3x3_fwd(x, weight, bias) -> torch.Tensor:
+    """torch.ops.mcmri_fast.depthwise_conv3x3_fwd (csrc/depthwise_conv.h): inputs of any strides, contiguous
+    output."""
+    C = x.shape[1]
     x = x.contiguous()
     out = torch.empty_like(x)
     if out.numel() == 0:
@@ -139,11 +115,11 @@ def depthwise_conv3x3_forward(x, weight, bias) -> torch.Tensor:
     return out
 
 
-def depthwise_conv3x3_backward(grad, x, weight, need_x: bool, need_weight: bool, need_bias: bool):
-    """The semantics of torch.ops.mcmri_fast.depthwise_conv3x3_bwd: (grad_x, grad_weight, grad_bias),
+def depthwise_conv3x3_bwd(grad, x, weight, need_x: bool, need_weight: bool, need_bias: bool):
+    """torch.ops.mcmri_fast.depthwise_conv3x3_bwd (csrc/depthwise_conv.h): (grad_x, grad_weight, grad_bias),
     contiguous, an empty tensor for each one not asked for; grad of any strides (a stride-0 gradient is
     materialised: the kernels read rows contiguously)."""
-    B, C, H, W = _check_args("depthwise_conv3x3_bwd", x, weight, None, grad)
+    B, C, H, W = x.shape
     grad, x = grad.contiguous(), x.contiguous()
     # Each gradient not asked for is an empty tensor of its own (custom-op outputs may not alias).
     grad_x, grad_weight, grad_bias = x.new_empty(0), x.new_empty(0), x.new_empty(0)

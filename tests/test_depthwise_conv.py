@@ -197,9 +197,9 @@ def test_torch_compile_fullgraph(backend, compiler):
 def test_dispatch_and_forcing():
     x, weight, bias, _ = _inputs((1, 8, 4, 4))
     expected = "cpu" if backend_status("cpu", torch.device("cpu")) is None else "reference"
-    from mcmri_fast.ops.depthwise_conv import _select
+    from mcmri_fast.ops.depthwise_conv import _depthwise_conv3x3
 
-    assert _select(x.device) == expected
+    assert _depthwise_conv3x3.select(x.device) == expected
     with mcmri_fast.use_backend("cuda"), pytest.raises(BackendUnavailableError, match="depthwise_conv3x3"):
         depthwise_conv3x3(x, weight, bias)
 

@@ -23,11 +23,9 @@
 #define CPU_CAPABILITY_AVX2
 #define MCMRI_CPU_ISA avx2
 #include "channel_attention_kernels.h"
-#include "depthwise_conv_kernels.h"
 #include "frequency_kernels.h"
 
 #include "channel_attention_kernel_table.h"
-#include "depthwise_conv_kernel_table.h"
 #include "frequency_kernel_table.h"
 
 namespace mcmri_fast::cpu {
@@ -53,30 +51,6 @@ const ChannelAttentionKernels<float>& channel_attention_kernels_avx2<float>() {
 template <>
 const ChannelAttentionKernels<double>& channel_attention_kernels_avx2<double>() {
   static const auto table = MCMRI_FAST_CHANNEL_ATTENTION_KERNEL_TABLE(avx2, double);
-  return table;
-}
-
-template <>
-const DepthwiseConvKernels<float>& depthwise_conv_kernels_avx2<float>() {
-  static const auto table = MCMRI_FAST_DEPTHWISE_CONV_KERNEL_TABLE(avx2, float);
-  return table;
-}
-
-template <>
-const DepthwiseConvKernels<double>& depthwise_conv_kernels_avx2<double>() {
-  static const auto table = MCMRI_FAST_DEPTHWISE_CONV_KERNEL_TABLE(avx2, double);
-  return table;
-}
-
-template <>
-const DepthwiseConvKernels<c10::Half>& depthwise_conv_kernels_avx2<c10::Half>() {
-  static const auto table = MCMRI_FAST_DEPTHWISE_CONV_KERNEL_TABLE(avx2, c10::Half);
-  return table;
-}
-
-template <>
-const DepthwiseConvKernels<c10::BFloat16>& depthwise_conv_kernels_avx2<c10::BFloat16>() {
-  static const auto table = MCMRI_FAST_DEPTHWISE_CONV_KERNEL_TABLE(avx2, c10::BFloat16);
   return table;
 }
 

@@ -13,21 +13,18 @@ fixed order (no atomics: deterministic). On CPU one pass over grad and x gives a
 parallel with the batch inside; on GPU each program / block reduces its tile into a row of partial
 sums and torch sums the rows in order. Only the gradients asked for are computed. The op saves its
 inputs x and weight. float16 / bfloat16 are computed in float32 and rounded once.
-"""
-import functools
 
+The kernels: `depthwise_conv3x3_fwd` and `depthwise_conv3x3_bwd`, whose contract is csrc/depthwise_conv.h
+(the C++ ops of csrc/cpu/depthwise_conv.cpp and csrc/cuda/depthwise_conv.cu, and their Triton twins in
+mcmri_fast.kernels.depthwise_conv).
+"""
 import torch
 
 from .. import reference
-from ..backends import select_backend
+from ._checks import promoted_float_dtype
+from ._fused import FusedOp, gradient_fake
 
 __all__ = ["depthwise_conv3x3"]
-
-_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Public API: validation and dispatch
 
 
 def depthwise_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -48,26 +45,15 @@ def depthwise_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     Inputs may have any strides.
     """
     x, weight, bias = _validate(x, weight, bias)
-    backend = _select(x.device)
+    backend = _depthwise_conv3x3.select(x.device)
     if backend == "reference":
         return reference.depthwise_conv3x3(x, weight, bias)
-    return torch.ops.mcmri_fast.depthwise_conv3x3(x, weight, bias, backend)
-
-
-@torch.compiler.assume_constant_result
-def _select(device: torch.device) -> str:
-    # Under torch.compile the choice is made once, at trace time, and baked into the graph.
-    return select_backend("depthwise_conv3x3", device)
+    return _depthwise_conv3x3(x, weight, bias, backend=backend)
 
 
 def _validate(x, weight, bias):
     """Checks the arguments; returns x, weight, bias in their promoted dtype."""
-    named = [("x", x), ("weight", weight)] + ([] if bias is None else [("bias", bias)])
-    for name, t in named:
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dtype not in _DTYPES:
-            raise TypeError(f"{name} must be float32, float64, float16 or bfloat16, got dtype {t.dtype}")
+    dtype = promoted_float_dtype({"x": x, "weight": weight} | ({} if bias is None else {"bias": bias}))
     if x.dim() != 4:
         raise ValueError(f"x must be [B, C, H, W], got shape {tuple(x.shape)}")
     channels = x.shape[1]
@@ -77,78 +63,32 @@ def _validate(x, weight, bias):
         )
     if bias is not None and tuple(bias.shape) != (channels,):
         raise ValueError(f"bias must be [C] = [{channels}] or None, got shape {tuple(bias.shape)}")
-    for name, t in named[1:]:
-        if t.device != x.device:
-            raise ValueError(f"{name} must be on x's device {x.device}, got {t.device}")
-    dtype = torch.promote_types(x.dtype, weight.dtype)
-    if bias is not None:
-        dtype = torch.promote_types(dtype, bias.dtype)
     return x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
 
 
-# ---------------------------------------------------------------------------------------------------
-# Fused implementation (custom ops, so torch.compile sees one node with a fake implementation)
+_depthwise_conv3x3 = FusedOp("depthwise_conv3x3", kernels=("depthwise_conv3x3_fwd", "depthwise_conv3x3_bwd"),
+                             triton_module="depthwise_conv")
 
 
-@functools.lru_cache(maxsize=None)
-def _kernels(backend: str):
-    """(forward, backward) launchers of a fused backend; the C++ ops serve cpu and cuda alike."""
-    if backend == "triton":
-        from ..kernels import depthwise_conv as triton_kernels
-
-        return triton_kernels.depthwise_conv3x3_forward, triton_kernels.depthwise_conv3x3_backward
-    if backend in ("cpu", "cuda"):
-        return torch.ops.mcmri_fast.depthwise_conv3x3_fwd, torch.ops.mcmri_fast.depthwise_conv3x3_bwd
-    raise ValueError(f"depthwise_conv3x3: {backend!r} is not a fused backend")
+@_depthwise_conv3x3.forward
+def _(k, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return k.depthwise_conv3x3_fwd(x, weight, bias)
 
 
-@torch.library.custom_op("mcmri_fast::depthwise_conv3x3", mutates_args=())
-def _depthwise_conv3x3_fused(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, backend: str
-) -> torch.Tensor:
-    forward, _ = _kernels(backend)
-    return forward(x, weight, bias)
-
-
-@_depthwise_conv3x3_fused.register_fake
-def _(x, weight, bias, backend):
+@_depthwise_conv3x3.fake
+def _(x, weight, bias):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
-@torch.library.custom_op("mcmri_fast::depthwise_conv3x3_backward", mutates_args=())
-def _depthwise_conv3x3_fused_backward(
-    grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, need_x: bool, need_weight: bool, need_bias: bool,
-    backend: str,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Returns (grad_x, grad_weight, grad_bias), contiguous; an empty tensor for each one not asked for."""
-    _, backward = _kernels(backend)
-    return backward(grad, x, weight, need_x, need_weight, need_bias)
+# The gradients are stencils and reductions of grad with x and weight: nothing else is kept.
+@_depthwise_conv3x3.backward(saves=("x", "weight"), grads=("x", "weight", "bias"))
+def _(k, grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, need_x: bool, need_weight: bool, need_bias: bool
+      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(grad_x, grad_weight, grad_bias), contiguous; an empty tensor for each one not asked for."""
+    return k.depthwise_conv3x3_bwd(grad, x, weight, need_x, need_weight, need_bias)
 
 
-@_depthwise_conv3x3_fused_backward.register_fake
-def _(grad, x, weight, need_x, need_weight, need_bias, backend):
-    return (
-        torch.empty_like(x, memory_format=torch.contiguous_format) if need_x else x.new_empty(0),
-        torch.empty_like(weight, memory_format=torch.contiguous_format) if need_weight else x.new_empty(0),
-        x.new_empty(x.shape[1]) if need_bias else x.new_empty(0),
-    )
-
-
-def _setup_context(ctx, inputs, output):
-    x, weight, bias, backend = inputs
-    # The gradients are stencils and reductions of grad with x and weight: nothing else is kept.
-    ctx.save_for_backward(x, weight)
-    ctx.has_bias, ctx.backend = bias is not None, backend
-
-
-def _backward(ctx, grad):
-    x, weight = ctx.saved_tensors
-    need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
-    need_bias = need_bias and ctx.has_bias
-    grad_x, grad_weight, grad_bias = torch.ops.mcmri_fast.depthwise_conv3x3_backward(
-        grad, x, weight, need_x, need_weight, need_bias, ctx.backend
-    )
-    return grad_x if need_x else None, grad_weight if need_weight else None, grad_bias if need_bias else None, None
-
-
-_depthwise_conv3x3_fused.register_autograd(_backward, setup_context=_setup_context)
+@_depthwise_conv3x3.backward_fake
+def _(grad, x, weight, need_x, need_weight, need_bias):
+    return (gradient_fake(x, need_x), gradient_fake(weight, need_weight),
+            x.new_empty(x.shape[1]) if need_bias else x.new_empty(0))

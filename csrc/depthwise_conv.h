@@ -1,12 +1,27 @@
-// Checks and sizes of the depthwise_conv3x3_ ops, shared by the CPU and the CUDA bindings. The Python API
-// validates what users pass and promotes the dtypes; these checks keep a kernel from reading out of
-// bounds whatever it is called with.
+// The contract of the depthwise 3×3 convolution's C++ ops (the public op and its autograd:
+// mcmri_fast/ops/depthwise_conv.py): schemas and the checks every backend runs (csrc/cpu/depthwise_conv.cpp,
+// csrc/cuda/depthwise_conv.cu; the Triton twins in kernels/depthwise_conv.py are only called by the op,
+// which has checked its arguments). The checks keep a kernel from reading out of bounds whatever it is
+// called with.
 #pragma once
 #include <ATen/ATen.h>
 
-#include <optional>
+#include "op_schemas.h"
 
 namespace mcmri_fast {
+
+MCMRI_FAST_OP_SCHEMAS(depthwise_conv3x3) {
+  // out[b, c] = bias[c] + Σ_{i,j} weight[c, i, j] x[b, c, y + i − 1, x + j − 1], zero padding 1: x
+  // [B, C, H, W], weight [C, 1, 3, 3] or [C, 3, 3], bias [C] or None, one dtype (float32, float64, float16,
+  // bfloat16; the last two computed in float32), any strides. The output is contiguous.
+  m.def("depthwise_conv3x3_fwd(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
+  // Its backward: (grad_x, grad_weight, grad_bias), contiguous, in x's shape, weight's shape and [C]; each
+  // one not asked for (need_x, need_weight, need_bias) is an empty tensor. Deterministic: the tap sums
+  // are reduced in a fixed order, without atomics.
+  m.def(
+      "depthwise_conv3x3_bwd(Tensor grad, Tensor x, Tensor weight, bool need_x, bool need_weight, bool need_bias) "
+      "-> (Tensor, Tensor, Tensor)");
+}
 
 // x [B, C, H, W]; weight holds C·9 taps ([C, 1, 3, 3] or [C, 3, 3]).
 struct DepthwiseConvSizes {
