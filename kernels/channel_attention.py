@@ -1,6 +1,7 @@
-"""Triton kernels of channel attention's N-sized passes, the GPU twin of the C++ ops
-torch.ops.mcmri_fast.channel_attention_gram / _apply / _backward_pass (csrc/channel_attention_ops.cpp
-is the contract; mcmri_fast/ops/channel_attention.py orchestrates them around the tiny per-head math).
+"""Triton kernels of channel attention's N-sized passes, the twins of the C++ ops
+torch.ops.mcmri_fast.channel_attention_gram / _apply / _backward_pass (their contract is
+csrc/channel_attention.h; the op, mcmri_fast/ops/channel_attention.py, has checked the arguments and
+runs these around the tiny per-head math).
 
 Every N-sized operand is a contiguous [BH, d, N] block of rows (BH = batch x heads). Tiles are
 [D, BLOCK_N] (D = next power of two of the head dim, rows and pixels masked); values are converted to
@@ -146,28 +147,8 @@ def _channel_attention_bwd_kernel(
     _store_rows(gv_ptr, _matmul_t_rows(attn, go, USE_DOT), bh, dk, N, n0, DK, BLOCK_N)
 
 
-def _check(condition: bool, *message) -> None:
-    if not condition:
-        raise RuntimeError("".join(str(part) for part in message))
-
-
 def _accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _check_rows(op: str, **tensors) -> None:
-    for name, t in tensors.items():
-        _check(t.dim() == 3 and t.is_contiguous(), op, ": ", name, " must be a contiguous [BH, d, N] tensor, got ",
-               tuple(t.shape))
-        _check(t.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64),
-               op, ": ", name, " must be float16, bfloat16, float32 or float64, got ", t.dtype)
-
-
-def _check_tiny(op: str, name: str, t: torch.Tensor, like: torch.Tensor, shape: tuple) -> None:
-    acc = _accumulate_dtype(like.dtype)
-    _check(t.is_contiguous() and tuple(t.shape) == shape and t.device == like.device and t.dtype == acc,
-           op, ": ", name, " must be a contiguous ", acc, " tensor of shape ", shape, ", got ", t.dtype, " ",
-           tuple(t.shape))
 
 
 def _tiling(d_a: int, d_b: int, dtype: torch.dtype) -> tuple[int, int, int, bool, int]:
@@ -181,14 +162,10 @@ def _tiling(d_a: int, d_b: int, dtype: torch.dtype) -> tuple[int, int, int, bool
     return DA, DB, block_n, use_dot, _NUM_WARPS_DOT if use_dot else _NUM_WARPS
 
 
-def gram(a: torch.Tensor, b: torch.Tensor, with_norms: bool):
-    """(a bᵀ [BH, da, db], ‖a rows‖ [BH, da], ‖b rows‖ [BH, db]) in the accumulation dtype; the norms
-    are empty tensors without with_norms. The semantics of torch.ops.mcmri_fast.channel_attention_gram."""
-    _check_rows("channel_attention_gram", a=a, b=b)
-    _check(a.dtype == b.dtype and a.device == b.device, "channel_attention_gram: a and b must share dtype and device")
-    _check(a.shape[0] == b.shape[0] and a.shape[2] == b.shape[2],
-           "channel_attention_gram: a [BH, da, N] and b [BH, db, N] must agree in BH and N, got ",
-           tuple(a.shape), " and ", tuple(b.shape))
+def channel_attention_gram(a: torch.Tensor, b: torch.Tensor, with_norms: bool):
+    """torch.ops.mcmri_fast.channel_attention_gram (csrc/channel_attention.h): (a bᵀ [BH, da, db],
+    ‖a rows‖ [BH, da], ‖b rows‖ [BH, db]) in the accumulation dtype; the norms are empty tensors without
+    with_norms."""
     BH, da, N = a.shape
     db = b.shape[1]
     acc = _accumulate_dtype(a.dtype)
@@ -213,13 +190,11 @@ def gram(a: torch.Tensor, b: torch.Tensor, with_norms: bool):
     return g, a_sq.sum(dim=1).sqrt(), b_sq.sum(dim=1).sqrt()
 
 
-def apply(attn: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """attn v [BH, dq, N] in v's dtype; the semantics of torch.ops.mcmri_fast.channel_attention_apply."""
-    _check_rows("channel_attention_apply", v=v)
-    _check(attn.dim() == 3, "channel_attention_apply: attn must be [BH, dq, dk], got ", tuple(attn.shape))
+def channel_attention_apply(attn: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """torch.ops.mcmri_fast.channel_attention_apply (csrc/channel_attention.h): attn v [BH, dq, N] in v's
+    dtype."""
     BH, dk, N = v.shape
     dq = attn.shape[1]
-    _check_tiny("channel_attention_apply", "attn", attn, v, (BH, dq, dk))
     out = v.new_empty((BH, dq, N))
     DQ, DK, block_n, use_dot, num_warps = _tiling(dq, dk, v.dtype)
     if out.numel():
@@ -229,20 +204,11 @@ def apply(attn: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def backward_pass(q, k, grad_out, attn, mq, dq, dk):
-    """(gq, gk, gv) in q's dtype; the semantics of torch.ops.mcmri_fast.channel_attention_backward_pass."""
-    op = "channel_attention_backward_pass"
-    _check_rows(op, q=q, k=k, grad_out=grad_out)
-    _check(k.dtype == q.dtype and grad_out.dtype == q.dtype and k.device == q.device and grad_out.device == q.device,
-           op, ": q, k and grad_out must share dtype and device")
-    _check(k.shape[0] == q.shape[0] and k.shape[2] == q.shape[2] and grad_out.shape == q.shape,
-           op, ": q [BH, dq, N], k [BH, dk, N] and grad_out [BH, dq, N] must agree, got ", tuple(q.shape), ", ",
-           tuple(k.shape), " and ", tuple(grad_out.shape))
+def channel_attention_backward_pass(q, k, grad_out, attn, mq, dq, dk):
+    """torch.ops.mcmri_fast.channel_attention_backward_pass (csrc/channel_attention.h): (gq, gk, gv) in
+    q's dtype."""
     BH, d_q, N = q.shape
     d_k = k.shape[1]
-    for name, t, shape in (("attn", attn, (BH, d_q, d_k)), ("mq", mq, (BH, d_q, d_k)), ("dq", dq, (BH, d_q)),
-                           ("dk", dk, (BH, d_k))):
-        _check_tiny(op, name, t, q, shape)
     gq, gk, gv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(k)
     DQ, DK, block_n, use_dot, num_warps = _tiling(d_q, d_k, q.dtype)
     if BH and N and d_q and d_k:

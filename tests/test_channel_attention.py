@@ -265,27 +265,30 @@ def test_bad_inputs_raise(change, error, match):
         channel_attention(args["q"], args["k"], args["v"], args["temperature"], args["heads"], normalize=args["normalize"])
 
 
-@pytest.mark.parametrize("backend", ["cpu", "triton"])
-def test_passes_check_their_arguments(backend):
-    """The N-sized passes refuse malformed calls instead of reading out of bounds."""
-    require_backend(backend, "cpu")
-    from mcmri_fast.ops.channel_attention import _passes
+@pytest.mark.parametrize("backend,device", [p for p in FUSED if p.id in ("cpu", "cuda")])
+def test_passes_check_their_arguments(backend, device):
+    """The C++ passes (public as torch.ops.mcmri_fast.channel_attention_*) refuse malformed calls instead of
+    reading out of bounds. Their Triton twins do not check: only the op calls them, with the arguments
+    it has checked and laid out."""
+    require_backend(backend, device)
+    from mcmri_fast.ops.channel_attention import _channel_attention
 
-    gram, apply, backward_pass = _passes(backend)
-    a = torch.randn(2, 4, 10)
+    k = _channel_attention.kernels(backend)
+    gram, apply, backward_pass = k.channel_attention_gram, k.channel_attention_apply, k.channel_attention_backward_pass
+    a = torch.randn(2, 4, 10, device=device)
     with pytest.raises(RuntimeError, match="must be a contiguous"):
         gram(a.transpose(1, 2), a.transpose(1, 2), True)
     with pytest.raises(RuntimeError, match="must agree"):
-        gram(a, torch.randn(2, 4, 11), True)
+        gram(a, torch.randn(2, 4, 11, device=device), True)
     with pytest.raises(RuntimeError, match="attn must be a contiguous"):
-        apply(torch.rand(2, 4, 3), a)
+        apply(torch.rand(2, 4, 3, device=device), a)
     with pytest.raises(RuntimeError, match="attn must be a contiguous"):
-        apply(torch.rand(2, 4, 4, dtype=torch.float64), a)
-    tiny, coef = torch.rand(2, 4, 4), torch.rand(2, 4)
+        apply(torch.rand(2, 4, 4, dtype=torch.float64, device=device), a)
+    tiny, coef = torch.rand(2, 4, 4, device=device), torch.rand(2, 4, device=device)
     with pytest.raises(RuntimeError, match="dk must be a contiguous"):
-        backward_pass(a, a, a, tiny, tiny, coef, torch.rand(2, 5))
+        backward_pass(a, a, a, tiny, tiny, coef, torch.rand(2, 5, device=device))
     with pytest.raises(RuntimeError, match="grad_out"):
-        backward_pass(a, a, torch.randn(2, 4, 9), tiny, tiny, coef, coef)
+        backward_pass(a, a, torch.randn(2, 4, 9, device=device), tiny, tiny, coef, coef)
 
 
 @pytest.mark.parametrize("backend,device", FUSED)
@@ -294,9 +297,9 @@ def test_gram_pass_split_over_pixels(backend, device, N):
     """The Gram pass against a plain matmul, with N large enough that the reduction is split over
     several programs of several tiles each, the last one running past the end (9001 = 70 tiles + 41)."""
     require_backend(backend, device)
-    from mcmri_fast.ops.channel_attention import _passes
+    from mcmri_fast.ops.channel_attention import _channel_attention
 
-    gram, _, _ = _passes(backend)
+    gram = _channel_attention.kernels(backend).channel_attention_gram
     g = torch.Generator().manual_seed(13)
     a = torch.randn(2, 8, N, dtype=torch.float64, generator=g).to(device)
     b = torch.randn(2, 6, N, dtype=torch.float64, generator=g).to(device)

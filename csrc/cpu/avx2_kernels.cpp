@@ -22,10 +22,8 @@
 #define CPU_CAPABILITY AVX2
 #define CPU_CAPABILITY_AVX2
 #define MCMRI_CPU_ISA avx2
-#include "channel_attention_kernels.h"
 #include "frequency_kernels.h"
 
-#include "channel_attention_kernel_table.h"
 #include "frequency_kernel_table.h"
 
 namespace mcmri_fast::cpu {
@@ -39,18 +37,6 @@ const FrequencyKernels<float>& frequency_kernels_avx2<float>() {
 template <>
 const FrequencyKernels<double>& frequency_kernels_avx2<double>() {
   static const auto table = MCMRI_FAST_FREQUENCY_KERNEL_TABLE(avx2, double);
-  return table;
-}
-
-template <>
-const ChannelAttentionKernels<float>& channel_attention_kernels_avx2<float>() {
-  static const auto table = MCMRI_FAST_CHANNEL_ATTENTION_KERNEL_TABLE(avx2, float);
-  return table;
-}
-
-template <>
-const ChannelAttentionKernels<double>& channel_attention_kernels_avx2<double>() {
-  static const auto table = MCMRI_FAST_CHANNEL_ATTENTION_KERNEL_TABLE(avx2, double);
   return table;
 }
 

@@ -1,22 +1,29 @@
-// CUDA kernels of channel attention's N-sized passes (the CPU code in csrc/cpu/channel_attention.cpp and
-// the reference define what they compute; mcmri_fast/ops/channel_attention.py orchestrates them):
+// CUDA kernels of channel attention's N-sized passes (the contract: csrc/channel_attention.h; the CPU
+// code in csrc/cpu/channel_attention.cpp and the reference define what they compute;
+// mcmri_fast/ops/channel_attention.py orchestrates them):
 //   - gram: the Gram a bᵀ and the squared row norms are a reduction over all N pixels, split across
 //     blocks: block (s, bh) reduces pixel chunk s of head bh, tile by tile through shared memory; its
 //     threads own (entry, lane) pairs (entries: the da x db Gram values, then the da + db squared norms;
 //     lanes split a tile's pixels when there are fewer entries than threads) with accumulators in
-//     shared memory, summed over the lanes at the end into the block's own partial slot;
+//     shared memory, summed over the lanes at the end into the block's own partial slot, which torch
+//     then sums over the splits in order (deterministic, no atomics);
 //   - fwd (out = attn v) and bwd (gq, gk, gv from one read of q, k, grad_out): one thread per pixel
 //     of a head; the tiny per-head matrices are read through the read-only cache (a warp reads the same
 //     address: a broadcast), the pixel's column of q / k / v / grad_out from global memory (coalesced
 //     across the warp, re-read per output row from L1).
-// Values are converted to the accumulation type (float, double for double) on load. No torch headers
-// here: the binding is channel_attention_binding.cpp. Nothing in it needs sm_80+.
+// Values are converted to the accumulation type (float, double for double) on load. Nothing in it needs
+// sm_80+.
+#include <ATen/AccumulateType.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
 #include <climits>
 #include <cstdint>
+#include <tuple>
 
-#include <cuda_runtime.h>
-
-#include "channel_attention_launch.h"
+#include "../channel_attention.h"
+#include "cuda_types.h"
 
 namespace mcmri_fast::cuda {
 namespace {
@@ -173,13 +180,27 @@ inline bool pixel_grid(int64_t BH, int64_t N, int64_t* blocks_per_head, dim3* gr
 
 inline bool head_dims_ok(int64_t da, int64_t db) { return da > 0 && db > 0 && da <= 4096 && db <= 4096; }
 
+// The number S of pixel chunks the Gram reduction of [BH, d, N] blocks is split into (its partials'
+// second dim): enough blocks to fill a GPU, chunks of at least a few tiles.
+int64_t gram_splits(int64_t BH, int64_t N) {
+  const int64_t by_size = (N + kMinSplitPixels - 1) / kMinSplitPixels;
+  const int64_t by_occupancy = (kTargetBlocks + BH - 1) / (BH > 0 ? BH : 1);
+  const int64_t splits = by_size < by_occupancy ? by_size : by_occupancy;
+  return splits < 1 ? 1 : (splits > 65535 ? 65535 : splits);
+}
+
+void check_head_dims(const char* op, int64_t da, int64_t db) {
+  TORCH_CHECK(head_dims_ok(da, db), op, ": the CUDA kernels take heads of 1 to 4096 channels, got ", da, " and ", db);
+}
+
+// Partials of the Gram a bᵀ and of the squared row norms: block (bh, s) sums pixel chunk s of head bh
+// into gram_partial [BH, S, da, db] and, with norms (a_sq_partial and b_sq_partial not null),
+// a_sq_partial [BH, S, da] and b_sq_partial [BH, S, db].
 template <typename T, typename Acc>
-cudaError_t launch_gram(const T* a, const T* b, int64_t BH, int64_t da, int64_t db, int64_t N, int64_t splits,
-                        Acc* gram_partial, Acc* a_sq_partial, Acc* b_sq_partial, cudaStream_t stream) {
-  if (BH == 0) return cudaSuccess;
-  if (!head_dims_ok(da, db) || splits < 1 || splits > 65535 || BH > 65535 || N < 0) return cudaErrorInvalidValue;
+void launch_gram(const T* a, const T* b, int64_t BH, int64_t da, int64_t db, int64_t N, int64_t splits,
+                 Acc* gram_partial, Acc* a_sq_partial, Acc* b_sq_partial) {
+  check_head_dims("channel_attention_gram", da, db);
   const bool with_norms = a_sq_partial != nullptr;
-  if (with_norms != (b_sq_partial != nullptr)) return cudaErrorInvalidValue;
   GramLayout g;
   g.da = static_cast<int>(da);
   g.db = static_cast<int>(db);
@@ -188,74 +209,100 @@ cudaError_t launch_gram(const T* a, const T* b, int64_t BH, int64_t da, int64_t 
   g.pairs = g.entries * g.lanes;
   const size_t acc_bytes = static_cast<size_t>(g.pairs) * sizeof(Acc);
   const size_t row_bytes = static_cast<size_t>(g.da + g.db) * sizeof(Acc);
-  if (acc_bytes + row_bytes > kMaxSharedBytes) return cudaErrorInvalidValue;
+  TORCH_CHECK(acc_bytes + row_bytes <= kMaxSharedBytes, "channel_attention_gram: heads of ", da, " and ", db,
+              " channels need more shared memory than the CUDA kernel has");
   const size_t tile = (kMaxSharedBytes - acc_bytes) / row_bytes;
   g.tile = static_cast<int>(tile < static_cast<size_t>(kMaxTile) ? tile : kMaxTile);
   const size_t shared = acc_bytes + row_bytes * g.tile;
   const int64_t chunk = (N + splits - 1) / splits;
   channel_attention_gram_kernel<T, Acc><<<dim3(static_cast<unsigned>(splits), static_cast<unsigned>(BH)), kThreads,
-                                          shared, stream>>>(a, b, g, N, chunk, splits, with_norms, gram_partial,
-                                                            a_sq_partial, b_sq_partial);
-  return cudaGetLastError();
+                                          shared, c10::cuda::getCurrentCUDAStream()>>>(
+      a, b, g, N, chunk, splits, with_norms, gram_partial, a_sq_partial, b_sq_partial);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-template <typename T, typename Acc>
-cudaError_t launch_fwd(const Acc* attn, const T* v, T* out, int64_t BH, int64_t dq, int64_t dk, int64_t N,
-                       cudaStream_t stream) {
-  if (BH == 0 || N == 0) return cudaSuccess;
-  int64_t blocks_per_head;
+// The pixel-parallel grid of a [BH, d, N] pass, and its blocks per head.
+dim3 pixel_grid_of(const char* op, int64_t BH, int64_t N, int64_t* blocks_per_head) {
   dim3 grid;
-  if (!head_dims_ok(dq, dk) || !pixel_grid(BH, N, &blocks_per_head, &grid)) return cudaErrorInvalidValue;
-  channel_attention_fwd_kernel<T, Acc><<<grid, kThreads, 0, stream>>>(attn, v, out, static_cast<int>(dq),
-                                                                     static_cast<int>(dk), N, blocks_per_head);
-  return cudaGetLastError();
+  TORCH_CHECK(pixel_grid(BH, N, blocks_per_head, &grid), op, ": ", BH, " heads of ", N,
+              " pixels are too many for the CUDA grid");
+  return grid;
 }
 
-template <typename T, typename Acc>
-cudaError_t launch_bwd(const T* q, const T* k, const T* grad_out, const Acc* attn, const Acc* mq, const Acc* coef_q,
-                       const Acc* coef_k, T* gq, T* gk, T* gv, int64_t BH, int64_t dq, int64_t dk, int64_t N,
-                       cudaStream_t stream) {
-  if (BH == 0 || N == 0) return cudaSuccess;
+std::tuple<at::Tensor, at::Tensor, at::Tensor> channel_attention_gram(const at::Tensor& a, const at::Tensor& b,
+                                                                      bool with_norms) {
+  check_gram_args(a, b);
+  c10::cuda::CUDAGuard guard(a.device());
+  const int64_t BH = a.size(0), da = a.size(1), db = b.size(1), N = a.size(2);
+  TORCH_CHECK(BH <= 65535, "channel_attention_gram: batch x heads = ", BH, " is too large for the CUDA kernels");
+  const int64_t splits = gram_splits(BH, N);
+  const auto options = a.options().dtype(accumulate_type_of(a.scalar_type()));
+  // Zeroed: with no rows on one side the kernel has nothing to write, and the sums are then 0.
+  at::Tensor gram = at::zeros({BH, splits, da, db}, options);
+  at::Tensor a_sq = with_norms ? at::zeros({BH, splits, da}, options) : at::empty({0}, options);
+  at::Tensor b_sq = with_norms ? at::zeros({BH, splits, db}, options) : at::empty({0}, options);
+  if (BH > 0 && da > 0 && db > 0) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "channel_attention_gram_cuda", [&] {
+      using acc_t = at::acc_type<scalar_t, true>;
+      launch_gram(cuda_cptr<scalar_t>(a), cuda_cptr<scalar_t>(b), BH, da, db, N, splits,
+                  gram.mutable_data_ptr<acc_t>(), with_norms ? a_sq.mutable_data_ptr<acc_t>() : nullptr,
+                  with_norms ? b_sq.mutable_data_ptr<acc_t>() : nullptr);
+    });
+  }
+  // The splits summed in order (a fixed reduction: deterministic).
+  if (!with_norms) return {gram.sum(1), a_sq, b_sq};
+  return {gram.sum(1), a_sq.sum(1).sqrt(), b_sq.sum(1).sqrt()};
+}
+
+at::Tensor channel_attention_apply(const at::Tensor& attn, const at::Tensor& v) {
+  check_apply_args(attn, v);
+  c10::cuda::CUDAGuard guard(v.device());
+  const int64_t BH = v.size(0), dk = v.size(1), N = v.size(2), dq = attn.size(1);
+  at::Tensor out = at::empty({BH, dq, N}, v.options());
+  if (out.numel() == 0) return out;
+  check_head_dims("channel_attention_apply", dq, dk);
   int64_t blocks_per_head;
-  dim3 grid;
-  if (!head_dims_ok(dq, dk) || !pixel_grid(BH, N, &blocks_per_head, &grid)) return cudaErrorInvalidValue;
-  channel_attention_bwd_kernel<T, Acc><<<grid, kThreads, 0, stream>>>(q, k, grad_out, attn, mq, coef_q, coef_k, gq,
-                                                                     gk, gv, static_cast<int>(dq),
-                                                                     static_cast<int>(dk), N, blocks_per_head);
-  return cudaGetLastError();
+  const dim3 grid = pixel_grid_of("channel_attention_apply", BH, N, &blocks_per_head);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, v.scalar_type(), "channel_attention_apply_cuda", [&] {
+    using acc_t = at::acc_type<scalar_t, true>;
+    channel_attention_fwd_kernel<<<grid, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+        attn.const_data_ptr<acc_t>(), cuda_cptr<scalar_t>(v), cuda_ptr<scalar_t>(out), static_cast<int>(dq),
+        static_cast<int>(dk), N, blocks_per_head);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> channel_attention_backward_pass(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& grad_out, const at::Tensor& attn, const at::Tensor& mq,
+    const at::Tensor& dq, const at::Tensor& dk) {
+  check_backward_pass_args(q, k, grad_out, attn, mq, dq, dk);
+  c10::cuda::CUDAGuard guard(q.device());
+  at::Tensor gq = at::empty_like(q), gk = at::empty_like(k), gv = at::empty_like(k);
+  const int64_t BH = q.size(0), d_q = q.size(1), d_k = k.size(1), N = q.size(2);
+  if (BH == 0 || N == 0 || d_q == 0 || d_k == 0) return {gq, gk, gv};
+  check_head_dims("channel_attention_backward_pass", d_q, d_k);
+  int64_t blocks_per_head;
+  const dim3 grid = pixel_grid_of("channel_attention_backward_pass", BH, N, &blocks_per_head);
+  const auto dtype = q.scalar_type();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "channel_attention_backward_pass_cuda", [&] {
+    using acc_t = at::acc_type<scalar_t, true>;
+    channel_attention_bwd_kernel<<<grid, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+        cuda_cptr<scalar_t>(q), cuda_cptr<scalar_t>(k), cuda_cptr<scalar_t>(grad_out), attn.const_data_ptr<acc_t>(),
+        mq.const_data_ptr<acc_t>(), dq.const_data_ptr<acc_t>(), dk.const_data_ptr<acc_t>(), cuda_ptr<scalar_t>(gq),
+        cuda_ptr<scalar_t>(gk), cuda_ptr<scalar_t>(gv), static_cast<int>(d_q), static_cast<int>(d_k), N,
+        blocks_per_head);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {gq, gk, gv};
 }
 
 }  // namespace
 
-int64_t channel_attention_gram_splits(int64_t BH, int64_t N) {
-  const int64_t by_size = (N + kMinSplitPixels - 1) / kMinSplitPixels;
-  const int64_t by_occupancy = (kTargetBlocks + BH - 1) / (BH > 0 ? BH : 1);
-  const int64_t splits = by_size < by_occupancy ? by_size : by_occupancy;
-  return splits < 1 ? 1 : (splits > 65535 ? 65535 : splits);
+TORCH_LIBRARY_IMPL(mcmri_fast, CUDA, m) {
+  m.impl("channel_attention_gram", &channel_attention_gram);
+  m.impl("channel_attention_apply", &channel_attention_apply);
+  m.impl("channel_attention_backward_pass", &channel_attention_backward_pass);
 }
-
-#define MCMRI_CA_DEFINE(T, Acc)                                                                                   \
-  cudaError_t launch_channel_attention_gram(const T* a, const T* b, int64_t BH, int64_t da, int64_t db,         \
-                                            int64_t N, int64_t splits, Acc* gram_partial, Acc* a_sq_partial, \
-                                            Acc* b_sq_partial, cudaStream_t stream) {                          \
-    return launch_gram<T, Acc>(a, b, BH, da, db, N, splits, gram_partial, a_sq_partial, b_sq_partial, stream);  \
-  }                                                                                                             \
-  cudaError_t launch_channel_attention_fwd(const Acc* attn, const T* v, T* out, int64_t BH, int64_t dq,        \
-                                           int64_t dk, int64_t N, cudaStream_t stream) {                       \
-    return launch_fwd<T, Acc>(attn, v, out, BH, dq, dk, N, stream);                                             \
-  }                                                                                                             \
-  cudaError_t launch_channel_attention_bwd(const T* q, const T* k, const T* grad_out, const Acc* attn,          \
-                                           const Acc* mq, const Acc* coef_q, const Acc* coef_k, T* gq, T* gk,  \
-                                           T* gv, int64_t BH, int64_t dq, int64_t dk, int64_t N,              \
-                                           cudaStream_t stream) {                                              \
-    return launch_bwd<T, Acc>(q, k, grad_out, attn, mq, coef_q, coef_k, gq, gk, gv, BH, dq, dk, N, stream);     \
-  }
-
-MCMRI_CA_DEFINE(float, float)
-MCMRI_CA_DEFINE(double, double)
-MCMRI_CA_DEFINE(__half, float)
-MCMRI_CA_DEFINE(__nv_bfloat16, float)
-
-#undef MCMRI_CA_DEFINE
 
 }  // namespace mcmri_fast::cuda

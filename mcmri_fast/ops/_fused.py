@@ -23,6 +23,8 @@
   calls the backward op with (grads of the outputs, saved, kept, one need flag per gradient when
   `need_flags`); the gradients go to the inputs named in `grads`, None to the others. Ops whose backward
   needs more (saved outputs) pass `setup_context` and `autograd` functions of their own.
+- An op built on other fused ops (`kernels=()`: `k` holds only `k.backend`) may have no backward op: its
+  autograd (`@op.autograd(setup_context=...)`) runs those ops' custom ops.
 - `select(device, supported)` picks the backend (`select_backend`), once per trace under torch.compile.
 """
 import functools
@@ -68,6 +70,8 @@ class FusedOp:
 
     def _load_kernels(self, backend: str) -> types.SimpleNamespace:
         if backend == "triton":
+            if not self.kernel_names:  # an op built on other fused ops has no module of its own
+                return types.SimpleNamespace(backend=backend)
             module = importlib.import_module(f"mcmri_fast.kernels.{self.triton_module}")
             return types.SimpleNamespace(backend=backend, **{n: getattr(module, n) for n in self.kernel_names})
         if backend in ("cpu", "cuda"):
@@ -136,6 +140,16 @@ class FusedOp:
                 return tuple(result)
 
             self.op.register_autograd(autograd or generic_autograd, setup_context=setup_context or generic_setup_context)
+            return fn
+
+        return register
+
+    def autograd(self, *, setup_context):
+        """Decorator: the autograd fn(ctx, *grad_outputs) of an op without a backward op of its own (its
+        backward runs other fused ops), with `setup_context(ctx, inputs, output)`."""
+
+        def register(fn):
+            self.op.register_autograd(fn, setup_context=setup_context)
             return fn
 
         return register

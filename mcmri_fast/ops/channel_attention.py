@@ -27,8 +27,8 @@ math below, and differ only in the three N-sized passes):
 * cpu: the Gram, A·V and gO Vᵀ are ATen batched GEMMs on [B·heads, d, N] views (no copies of
   contiguous float32/float64 inputs) and the norms ATen's vectorised norm (so the Gram "pass" reads Q
   and K twice there); the backward's three outputs come from one at::parallel_for pass over pixel
-  chunks (vectorised loops, AVX2 where the CPU has it). triton: a Gram kernel over (b·head, pixel chunk) programs, an A·V kernel and the
-  backward-pass kernel (broadcast multiply + sum for heads below 16 channels, tl.dot at 16 and more).
+  chunks (vectorised loops, AVX2 where the CPU has it). triton: a Gram kernel over (b·head, pixel chunk)
+  programs, an A·V kernel and the backward-pass kernel (broadcast multiply + sum for heads below 16 channels, tl.dot at 16 and more).
   cuda: the same three passes as CUDA kernels (csrc/cuda/channel_attention.cu). The tiny step runs as
   torch ops on [B, heads, d, d] tensors for every backend (on a GPU a dozen small launches).
 
@@ -37,25 +37,24 @@ math below, and differ only in the three N-sized passes):
 (`ops.depthwise_conv3x3`'s kernels; keys and values each by their own call, so no copy splits kv at
 B > 1) and the passes above, and which keeps q and kv, not the projections, for backward: the backward
 recomputes them (one stencil pass each), runs the attention's backward, then the stencils' backward.
-Three maps fewer kept per call, 11% of FSMNet's training activations, for a recomputation the size
-of the forward's stencils.
+Three maps fewer kept per call (BENCHMARKS.md has FSMNet's figures), for a recomputation the size of
+the forward's stencils.
+
+The kernels: `channel_attention_gram`, `channel_attention_apply` and `channel_attention_backward_pass`,
+whose contract is csrc/channel_attention.h (the C++ ops of csrc/cpu/channel_attention.cpp and
+csrc/cuda/channel_attention.cu, and their Triton twins in mcmri_fast.kernels.channel_attention).
 """
 import math
 
 import torch
 
 from .. import reference
-from ..backends import select_backend
 from ..reference.channel_attention import NORM_EPS
 from . import depthwise_conv
+from ._checks import FLOAT_DTYPES
+from ._fused import FusedOp
 
 __all__ = ["channel_attention", "depthwise_channel_attention"]
-
-_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Public API: validation and dispatch
 
 
 def channel_attention(
@@ -86,7 +85,7 @@ def channel_attention(
         [B, Cq, *spatial] in q's dtype. Gradients flow to q, k, v and temperature through fused kernels.
     """
     _validate(q, k, v, temperature, heads, normalize)
-    backend = _select(q.device)
+    backend = _channel_attention.select(q.device)
     if backend == "reference":
         return reference.channel_attention(q, k, v, temperature, heads, normalize)
     B, Cq = q.shape[:2]
@@ -94,7 +93,7 @@ def channel_attention(
     # [B, C, N] contiguous: the kernels read each head as a [d, N] block of rows.
     flat = [t.reshape(B, t.shape[1], N).contiguous() for t in (q, k, v)]
     t = temperature.reshape(heads).to(_accumulate_dtype(q.dtype))
-    out, _, _, _, _ = torch.ops.mcmri_fast.channel_attention(*flat, t, heads, normalize, backend)
+    out, _, _, _, _ = _channel_attention(*flat, t, heads, normalize, backend=backend)
     return out.reshape(q.shape)
 
 
@@ -136,20 +135,15 @@ def depthwise_channel_attention(
         raise TypeError(f"q and kv must have one dtype with their weights and biases, got {q.dtype} and {kv.dtype}")
     k, v = kv.chunk(2, dim=1)
     _validate(q, k, v, temperature, heads, normalize)
-    backend = _select(q.device)
+    backend = _depthwise_channel_attention.select(q.device)
     if backend == "reference":
         return reference.depthwise_channel_attention(q, kv, q_weight, kv_weight, temperature, heads, q_bias, kv_bias, normalize)
     t = temperature.reshape(heads).to(_accumulate_dtype(q.dtype))
-    out, *_ = torch.ops.mcmri_fast.depthwise_channel_attention(
-        q, kv, q_weight.reshape(-1, 3, 3), q_bias, kv_weight.reshape(-1, 3, 3), kv_bias, t, heads, normalize, backend
+    out, *_ = _depthwise_channel_attention(
+        q, kv, q_weight.reshape(-1, 3, 3), q_bias, kv_weight.reshape(-1, 3, 3), kv_bias, t, heads, normalize,
+        backend=backend,
     )
     return out
-
-
-@torch.compiler.assume_constant_result
-def _select(device: torch.device) -> str:
-    # Under torch.compile the choice is made once, at trace time, and baked into the graph.
-    return select_backend("channel_attention", device)
 
 
 def _validate(q, k, v, temperature, heads, normalize) -> None:
@@ -160,7 +154,7 @@ def _validate(q, k, v, temperature, heads, normalize) -> None:
         raise TypeError(f"heads must be an int, got {type(heads).__name__}")
     if not isinstance(normalize, bool):
         raise TypeError(f"normalize must be a bool, got {type(normalize).__name__}")
-    if q.dtype not in _FLOAT_DTYPES:
+    if q.dtype not in FLOAT_DTYPES:
         raise TypeError(f"q must be float16, bfloat16, float32 or float64, got dtype {q.dtype}")
     for name, t in (("k", k), ("v", v)):
         if t.dtype != q.dtype:
@@ -219,22 +213,7 @@ def _backward_coefficients(grad_attn, attn, gram_hat, q_norm, k_norm, temperatur
 
 
 # ---------------------------------------------------------------------------------------------------
-# Fused implementation (custom ops, so torch.compile sees one node with a fake implementation)
-
-
-def _passes(backend: str):
-    """(gram, apply, backward_pass) of a fused backend, each on [B·heads, d, N] blocks:
-    gram(a, b, with_norms) -> (a bᵀ, ‖a rows‖, ‖b rows‖) in the accumulation dtype (norms empty
-    without with_norms); apply(attn, v) -> attn v; backward_pass(q, k, grad_out, attn, mq, dq, dk) ->
-    (gq, gk, gv). The C++ ops serve cpu and cuda alike."""
-    if backend == "triton":
-        from ..kernels import channel_attention as triton_kernels
-
-        return triton_kernels.gram, triton_kernels.apply, triton_kernels.backward_pass
-    if backend in ("cpu", "cuda"):
-        ops = torch.ops.mcmri_fast
-        return ops.channel_attention_gram, ops.channel_attention_apply, ops.channel_attention_backward_pass
-    raise ValueError(f"channel_attention: {backend!r} is not a fused backend")
+# The attention: the N-sized passes on [B·heads, d, N] blocks around the tiny math
 
 
 def _heads_view(t: torch.Tensor, heads: int) -> torch.Tensor:
@@ -243,73 +222,76 @@ def _heads_view(t: torch.Tensor, heads: int) -> torch.Tensor:
     return t.view(B * heads, C // heads, N)
 
 
-@torch.library.custom_op("mcmri_fast::channel_attention", mutates_args=())
-def _channel_attention_fused(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    temperature: torch.Tensor,
-    heads: int,
-    normalize: bool,
-    backend: str,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+_channel_attention = FusedOp(
+    "channel_attention", kernels=("channel_attention_gram", "channel_attention_apply", "channel_attention_backward_pass")
+)
+
+
+@_channel_attention.forward
+def _(kern, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature: torch.Tensor, heads: int, normalize: bool
+      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """q [B, Cq, N], k and v [B, Ck, N], contiguous; temperature [heads] in the accumulation dtype.
     Returns (out [B, Cq, N], then for the backward: A and Ĝ [B, heads, dq, dk], the row norms of Q
     [B, heads, dq] and K [B, heads, dk], ones without normalisation)."""
     B, Cq, N = q.shape
     Ck = k.shape[1]
-    gram, apply, _ = _passes(backend)
-    g, q_norm, k_norm = gram(_heads_view(q, heads), _heads_view(k, heads), normalize)
+    g, q_norm, k_norm = kern.channel_attention_gram(_heads_view(q, heads), _heads_view(k, heads), normalize)
     g = g.view(B, heads, Cq // heads, Ck // heads)
     if normalize:
         q_norm, k_norm = q_norm.view(B, heads, -1), k_norm.view(B, heads, -1)
     else:
         q_norm, k_norm = g.new_ones((B, heads, Cq // heads)), g.new_ones((B, heads, Ck // heads))
     attn, gram_hat = _attention_weights(g, q_norm, k_norm, temperature, normalize)
-    out = apply(attn.view(B * heads, Cq // heads, Ck // heads), _heads_view(v, heads))
+    out = kern.channel_attention_apply(attn.view(B * heads, Cq // heads, Ck // heads), _heads_view(v, heads))
     return out.view(B, Cq, N), attn, gram_hat, q_norm, k_norm
 
 
-@_channel_attention_fused.register_fake
-def _(q, k, v, temperature, heads, normalize, backend):
-    B, Cq, _ = q.shape
-    dq, dk = Cq // heads, k.shape[1] // heads
-    tiny = q.new_empty((B, heads, dq, dk), dtype=temperature.dtype)
-    return (
-        torch.empty_like(q),
-        tiny,
-        torch.empty_like(tiny),
-        tiny.new_empty((B, heads, dq)),
-        tiny.new_empty((B, heads, dk)),
-    )
+def _tiny_fakes(q, temperature, heads, dq, dk):
+    """The fakes of the attention's tiny outputs: A, Ĝ [B, heads, dq, dk] and the norms."""
+    tiny = q.new_empty((q.shape[0], heads, dq, dk), dtype=temperature.dtype)
+    return tiny, torch.empty_like(tiny), tiny.new_empty((q.shape[0], heads, dq)), tiny.new_empty((q.shape[0], heads, dk))
 
 
-@torch.library.custom_op("mcmri_fast::channel_attention_backward", mutates_args=())
-def _channel_attention_fused_backward(
-    grad: torch.Tensor,
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    temperature: torch.Tensor,
-    attn: torch.Tensor,
-    gram_hat: torch.Tensor,
-    q_norm: torch.Tensor,
-    k_norm: torch.Tensor,
-    heads: int,
-    normalize: bool,
-    backend: str,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+@_channel_attention.fake
+def _(q, k, v, temperature, heads, normalize):
+    return (torch.empty_like(q), *_tiny_fakes(q, temperature, heads, q.shape[1] // heads, k.shape[1] // heads))
+
+
+def _save_for_backward(ctx, inputs, tiny, heads, normalize, backend):
+    """Saves the inputs and the tiny outputs (A, Ĝ, norms: non-differentiable, and ignored when their
+    gradients are not materialised)."""
+    ctx.mark_non_differentiable(*tiny)
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(*inputs, *tiny)
+    ctx.heads, ctx.normalize, ctx.backend = heads, normalize, backend
+
+
+def _attention_setup_context(ctx, inputs, output):
+    q, k, v, temperature, heads, normalize, backend = inputs
+    _save_for_backward(ctx, (q, k, v, temperature), output[1:], heads, normalize, backend)
+
+
+def _attention_autograd(ctx, grad, *_grad_tiny):
+    if grad is None:  # gradients are not materialised: nothing flows back
+        return (None,) * 7
+    grads = _channel_attention.backward_op(grad, *ctx.saved_tensors, ctx.heads, ctx.normalize, ctx.backend)
+    return tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad[:4])) + (None,) * 3
+
+
+@_channel_attention.backward(setup_context=_attention_setup_context, autograd=_attention_autograd)
+def _(kern, grad: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature: torch.Tensor,
+      attn: torch.Tensor, gram_hat: torch.Tensor, q_norm: torch.Tensor, k_norm: torch.Tensor, heads: int,
+      normalize: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """grad [B, Cq, N] (any strides); the rest as the forward took and returned them.
     Returns (grad_q, grad_k, grad_v, grad_temperature)."""
-    B, Cq, N = q.shape
+    B = q.shape[0]
     dq, dk = attn.shape[-2:]
-    gram, _, backward_pass = _passes(backend)
     grad = grad.contiguous()
-    grad_attn, _, _ = gram(_heads_view(grad, heads), _heads_view(v, heads), False)
+    grad_attn, _, _ = kern.channel_attention_gram(_heads_view(grad, heads), _heads_view(v, heads), False)
     mq, coef_q, coef_k, grad_temperature = _backward_coefficients(
         grad_attn.view(B, heads, dq, dk), attn, gram_hat, q_norm, k_norm, temperature, normalize
     )
-    grad_q, grad_k, grad_v = backward_pass(
+    grad_q, grad_k, grad_v = kern.channel_attention_backward_pass(
         _heads_view(q, heads),
         _heads_view(k, heads),
         _heads_view(grad, heads),
@@ -321,28 +303,9 @@ def _channel_attention_fused_backward(
     return grad_q.view(q.shape), grad_k.view(k.shape), grad_v.view(v.shape), grad_temperature
 
 
-@_channel_attention_fused_backward.register_fake
-def _(grad, q, k, v, temperature, attn, gram_hat, q_norm, k_norm, heads, normalize, backend):
+@_channel_attention.backward_fake
+def _(grad, q, k, v, temperature, attn, gram_hat, q_norm, k_norm, heads, normalize):
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.empty_like(temperature)
-
-
-def _setup_context(ctx, inputs, output):
-    q, k, v, temperature, heads, normalize, backend = inputs
-    _, attn, gram_hat, q_norm, k_norm = output
-    ctx.mark_non_differentiable(attn, gram_hat, q_norm, k_norm)
-    ctx.set_materialize_grads(False)  # no zero-filled gradients for those: backward ignores them
-    ctx.save_for_backward(q, k, v, temperature, attn, gram_hat, q_norm, k_norm)
-    ctx.heads, ctx.normalize, ctx.backend = heads, normalize, backend
-
-
-def _backward(ctx, grad, *_grad_saved):
-    if grad is None:  # gradients are not materialised: nothing flows back
-        return (None,) * 7
-    grads = torch.ops.mcmri_fast.channel_attention_backward(grad, *ctx.saved_tensors, ctx.heads, ctx.normalize, ctx.backend)
-    return tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad[:4])) + (None,) * 3
-
-
-_channel_attention_fused.register_autograd(_backward, setup_context=_setup_context)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -360,59 +323,48 @@ def _depthwise_projections(q, kv, q_weight, q_bias, kv_weight, kv_bias, backend)
     """(Q̃, K̃, Ṽ) as [B, C, N] contiguous: keys and values each by their own stencil call, so neither
     needs a copy out of the interleaved [B, 2Ck, N] layout at B > 1."""
     # the registered op (not the bare kernel): the backward, which recomputes these, is traced under compile
-    forward = torch.ops.mcmri_fast.depthwise_conv3x3
     (k, v), (k_weight, v_weight), (k_bias, v_bias) = _halves(kv), _halves(kv_weight), _halves(kv_bias)
     parts = ((q, q_weight, q_bias), (k, k_weight, k_bias), (v, v_weight, v_bias))
-    outs = [forward(x, weight, bias, backend) for x, weight, bias in parts]
+    outs = [depthwise_conv._depthwise_conv3x3(x, weight, bias, backend=backend) for x, weight, bias in parts]
     return [o.view(o.shape[0], o.shape[1], -1) for o in outs]
 
 
-@torch.library.custom_op("mcmri_fast::depthwise_channel_attention", mutates_args=())
-def _depthwise_channel_attention_fused(
-    q: torch.Tensor,
-    kv: torch.Tensor,
-    q_weight: torch.Tensor,
-    q_bias: torch.Tensor | None,
-    kv_weight: torch.Tensor,
-    kv_bias: torch.Tensor | None,
-    temperature: torch.Tensor,
-    heads: int,
-    normalize: bool,
-    backend: str,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+# Built on the depthwise convolution's and the attention's fused ops: no kernels of its own.
+_depthwise_channel_attention = FusedOp("depthwise_channel_attention")
+
+
+@_depthwise_channel_attention.forward
+def _(kern, q: torch.Tensor, kv: torch.Tensor, q_weight: torch.Tensor, q_bias: torch.Tensor | None,
+      kv_weight: torch.Tensor, kv_bias: torch.Tensor | None, temperature: torch.Tensor, heads: int, normalize: bool
+      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """q [B, Cq, H, W], kv [B, 2Ck, H, W]; weights [C, 3, 3]; temperature [heads] in the accumulation
     dtype. Returns (out [B, Cq, H, W], A, Ĝ and the row norms: the attention op's tiny outputs)."""
-    projections = _depthwise_projections(q, kv, q_weight, q_bias, kv_weight, kv_bias, backend)
-    out, *tiny = _channel_attention_fused(*projections, temperature, heads, normalize, backend)
+    projections = _depthwise_projections(q, kv, q_weight, q_bias, kv_weight, kv_bias, kern.backend)
+    out, *tiny = _channel_attention(*projections, temperature, heads, normalize, backend=kern.backend)
     return (out.view(q.shape), *tiny)
 
 
-@_depthwise_channel_attention_fused.register_fake
-def _(q, kv, q_weight, q_bias, kv_weight, kv_bias, temperature, heads, normalize, backend):
-    B, Cq = q.shape[:2]
-    dq, dk = Cq // heads, kv.shape[1] // 2 // heads
-    tiny = q.new_empty((B, heads, dq, dk), dtype=temperature.dtype)
+@_depthwise_channel_attention.fake
+def _(q, kv, q_weight, q_bias, kv_weight, kv_bias, temperature, heads, normalize):
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
-    return out, tiny, torch.empty_like(tiny), tiny.new_empty((B, heads, dq)), tiny.new_empty((B, heads, dk))
+    return (out, *_tiny_fakes(q, temperature, heads, q.shape[1] // heads, kv.shape[1] // 2 // heads))
 
 
 def _depthwise_attention_setup_context(ctx, inputs, output):
     q, kv, q_weight, q_bias, kv_weight, kv_bias, temperature, heads, normalize, backend = inputs
-    _, attn, gram_hat, q_norm, k_norm = output
-    ctx.mark_non_differentiable(attn, gram_hat, q_norm, k_norm)
-    ctx.set_materialize_grads(False)
     # The inputs, not the depthwise outputs: those are recomputed (the memory this op exists to save).
-    ctx.save_for_backward(q, kv, q_weight, q_bias, kv_weight, kv_bias, temperature, attn, gram_hat, q_norm, k_norm)
-    ctx.heads, ctx.normalize, ctx.backend = heads, normalize, backend
+    _save_for_backward(ctx, (q, kv, q_weight, q_bias, kv_weight, kv_bias, temperature), output[1:], heads, normalize,
+                       backend)
 
 
-def _depthwise_attention_backward(ctx, grad, *_grad_saved):
+@_depthwise_channel_attention.autograd(setup_context=_depthwise_attention_setup_context)
+def _(ctx, grad, *_grad_tiny):
     if grad is None:
         return (None,) * 10
     q, kv, q_weight, q_bias, kv_weight, kv_bias, temperature, attn, gram_hat, q_norm, k_norm = ctx.saved_tensors
     B = q.shape[0]
     projections = _depthwise_projections(q, kv, q_weight, q_bias, kv_weight, kv_bias, ctx.backend)
-    grad_projections = torch.ops.mcmri_fast.channel_attention_backward(
+    grad_projections = _channel_attention.backward_op(
         grad.reshape(B, q.shape[1], -1), *projections, temperature, attn, gram_hat, q_norm, k_norm, ctx.heads, ctx.normalize,
         ctx.backend,
     )
@@ -431,12 +383,7 @@ def _depthwise_attention_backward(ctx, grad, *_grad_saved):
 
 def _depthwise_backward(grad, x, weight, need_x, need_weight, need_bias, backend):
     """(grad_x, grad_weight, grad_bias) of one depthwise call, None for each one not asked for; grad [B, C, N]."""
-    grads = torch.ops.mcmri_fast.depthwise_conv3x3_backward(
+    grads = depthwise_conv._depthwise_conv3x3.backward_op(
         grad.view(x.shape), x, weight, need_x, need_weight, need_bias, backend
     )
     return tuple(g if needed else None for g, needed in zip(grads, (need_x, need_weight, need_bias)))
-
-
-_depthwise_channel_attention_fused.register_autograd(
-    _depthwise_attention_backward, setup_context=_depthwise_attention_setup_context
-)

@@ -1,10 +1,32 @@
-// Checks of the channel_attention_* ops, shared by the CPU and the CUDA bindings. The Python API
-// validates what users pass; these checks keep a kernel from reading out of bounds whatever it is
-// called with. Every N-sized operand is a contiguous [BH, d, N] block of rows (BH = batch x heads).
+// The contract of channel attention's C++ ops, the N-sized passes of mcmri_fast/ops/channel_attention.py
+// (which runs the tiny per-head math around them): schemas and the checks every backend runs
+// (csrc/cpu/channel_attention.cpp, csrc/cuda/channel_attention.cu; the Triton twins in
+// kernels/channel_attention.py are only called by the op, which has checked its arguments and laid them
+// out). The checks keep a kernel from reading out of bounds whatever it is called with.
+//
+// Every N-sized operand is a contiguous [BH, d, N] block of rows: head h of sample b is block
+// b * heads + h, its d channels over N pixels. Tiny per-head operands are contiguous, in the accumulation
+// dtype (float64 for float64 inputs, float32 otherwise); outputs of size N are in the input dtype.
 #pragma once
 #include <ATen/ATen.h>
 
+#include "op_schemas.h"
+
 namespace mcmri_fast {
+
+MCMRI_FAST_OP_SCHEMAS(channel_attention) {
+  // (gram, a_norm, b_norm) of a [BH, da, N] and b [BH, db, N]: gram = a bᵀ [BH, da, db] and, if
+  // with_norms, the L2 norms of the rows of a [BH, da] and b [BH, db] (else empty tensors).
+  m.def("channel_attention_gram(Tensor a, Tensor b, bool with_norms) -> (Tensor, Tensor, Tensor)");
+  // out = attn v [BH, dq, N] for attn [BH, dq, dk] and v [BH, dk, N].
+  m.def("channel_attention_apply(Tensor attn, Tensor v) -> Tensor");
+  // The backward's one pass: (gq, gk, gv) with gq = mq k + diag(dq) q, gk = mqᵀ q + diag(dk) k and
+  // gv = attnᵀ grad_out, for q [BH, dq, N], k [BH, dk, N], grad_out [BH, dq, N], attn and mq
+  // [BH, dq, dk], dq [BH, dq], dk [BH, dk].
+  m.def(
+      "channel_attention_backward_pass(Tensor q, Tensor k, Tensor grad_out, Tensor attn, Tensor mq, Tensor dq, "
+      "Tensor dk) -> (Tensor, Tensor, Tensor)");
+}
 
 // float64 accumulates in float64, everything else (float32, float16, bfloat16) in float32.
 inline at::ScalarType accumulate_type_of(at::ScalarType t) {
