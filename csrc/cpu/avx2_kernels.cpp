@@ -24,25 +24,11 @@
 #define MCMRI_CPU_ISA avx2
 #include "channel_attention_kernels.h"
 #include "depthwise_conv_kernels.h"
-#include "frequency_kernels.h"
 
 #include "channel_attention_kernel_table.h"
 #include "depthwise_conv_kernel_table.h"
-#include "frequency_kernel_table.h"
 
 namespace mcmri_fast::cpu {
-
-template <>
-const FrequencyKernels<float>& frequency_kernels_avx2<float>() {
-  static const auto table = MCMRI_FAST_FREQUENCY_KERNEL_TABLE(avx2, float);
-  return table;
-}
-
-template <>
-const FrequencyKernels<double>& frequency_kernels_avx2<double>() {
-  static const auto table = MCMRI_FAST_FREQUENCY_KERNEL_TABLE(avx2, double);
-  return table;
-}
 
 template <>
 const ChannelAttentionKernels<float>& channel_attention_kernels_avx2<float>() {
