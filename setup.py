@@ -29,7 +29,7 @@ def _extensions():
     # csrc/ops.cpp (the module and the library's own ops), every op's CPU file and the AVX2 builds of its
     # kernels (see csrc/cpu/isa_builds.h)
     cpu_sources = sorted(glob.glob("csrc/cpu/*.cpp", root_dir=ROOT))
-    sources = sorted(glob.glob("csrc/*.cpp", root_dir=ROOT)) + cpu_sources + _avx2_builds(cpu_sources)
+    sources = ["csrc/ops.cpp"] + cpu_sources + _avx2_builds(cpu_sources)
     cxx_flags = ["-O3", "-fopenmp"]  # the C++ standard is torch's choice (C++20 for torch 2.13)
     with_cuda = (
         torch.version.cuda is not None
@@ -37,7 +37,6 @@ def _extensions():
         and not _flag("MCMRI_FAST_NO_CUDA")
     )
     if with_cuda:
-        sources += sorted(glob.glob("csrc/cuda/*.cpp", root_dir=ROOT))
         sources += sorted(glob.glob("csrc/cuda/*.cu", root_dir=ROOT))
         ext = cpp_extension.CUDAExtension(
             "mcmri_fast._C",

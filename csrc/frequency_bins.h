@@ -1,7 +1,8 @@
 // The self-conjugate bins of a one-sided spectrum (see mcmri_fast.reference.frequency.self_conjugate_mask):
 // for rfft2 of a real H x W signal, the half spectrum [..., H, W/2 + 1] is real at rows 0 and H/2 (even
 // H) x columns 0 and W/2 (even W). spectrum_to_polar takes their imaginary part, rounding noise, as +0.
-// Free of torch headers: the CPU code, the CUDA binding and the CUDA kernels share it.
+// Shared by the CPU and CUDA kernels (through csrc/frequency.h), hence host-and-device code; the Triton
+// kernels (kernels/frequency.py) locate the same bins.
 #pragma once
 #include <cstdint>
 

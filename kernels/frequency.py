@@ -1,14 +1,13 @@
-"""Triton kernels of the frequency-branch ops, the GPU twin of the C++ ops
-torch.ops.mcmri_fast.freq_* (csrc/frequency_ops.cpp is the contract; csrc/cpu/frequency.cpp implements
-it on the CPU). The launchers below have the names and semantics that mcmri_fast/ops/frequency.py
-calls for every fused backend.
+"""Triton kernels of the frequency-branch ops, the twins of the C++ ops torch.ops.mcmri_fast.freq_* (their
+contract is csrc/frequency.h; the ops, mcmri_fast/ops/frequency.py, have checked the arguments). The
+launchers below take the names of the C++ ops.
 
-* spectrum_to_polar: (|z|, atan2(Im z, Re z)) over a flat complex buffer; backward
+* freq_spectrum_to_polar: (|z|, atan2(Im z, Re z)) over a flat complex buffer; backward
   grad_z = (z/|z|)(g_a + i g_p/|z|), 0 at z == 0. Given the signal width, Im z counts as +0 at the
   self-conjugate bins of the rfft2 half spectrum, and gets no gradient there.
-* polar_to_spectrum: z = a cos p + 2 eps + i (a sin p + eps) with the residual adds fused; backward
+* freq_polar_to_spectrum: z = a cos p + 2 eps + i (a sin p + eps) with the residual adds fused; backward
   (grad_a, grad_p) = (g_re cos p + g_im sin p, a (g_im cos p − g_re sin p)).
-* epilogue: out = nan_to_num(W |y| + bias + residual) in one kernel: a program owns a
+* freq_epilogue: out = nan_to_num(W |y| + bias + residual) in one kernel: a program owns a
   [BLOCK_CO, BLOCK_N] output tile of one sample and reduces over C with tl.dot (IEEE precision, so
   float32 stays float32: the reference's convolution is compared at float32 tolerance), or with a
   broadcast multiply-and-sum when a dimension is below tl.dot's minimum of 16. Its backward kernel
@@ -249,36 +248,7 @@ def _frequency_epilogue_bwd_kernel(
 
 
 # ---------------------------------------------------------------------------------------------------
-# Launchers (the semantics of the C++ ops torch.ops.mcmri_fast.freq_*)
-
-
-def _check(condition: bool, *message) -> None:
-    if not condition:
-        raise RuntimeError("".join(str(part) for part in message))
-
-
-def _real_of(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.complex128 else torch.float32
-
-
-def _check_complex(op: str, spectrum: torch.Tensor) -> None:
-    _check(spectrum.dtype in (torch.complex64, torch.complex128), op, ": spectrum must be complex64 or complex128, got ",
-           spectrum.dtype)
-
-
-def _check_real_of(op: str, name: str, t: torch.Tensor | None, spectrum: torch.Tensor) -> None:
-    if t is not None:
-        _check(t.shape == spectrum.shape and t.dtype == _real_of(spectrum.dtype) and t.device == spectrum.device,
-               op, ": ", name, " must be a real tensor of the spectrum's shape and precision on its device")
-
-
-def _check_polar(op: str, amplitude, phase, amplitude_residual, phase_residual) -> None:
-    _check(amplitude.dtype in (torch.float32, torch.float64), op, ": amplitude must be float32 or float64, got ",
-           amplitude.dtype)
-    for name, t in (("phase", phase), ("amplitude_residual", amplitude_residual), ("phase_residual", phase_residual)):
-        if t is not None:
-            _check(t.shape == amplitude.shape and t.dtype == amplitude.dtype and t.device == amplitude.device,
-                   op, ": ", name, " must match the first input in shape, dtype and device")
+# Launchers (torch.ops.mcmri_fast.freq_*: csrc/frequency.h)
 
 
 def _grid(n: int) -> tuple[int]:
@@ -289,21 +259,17 @@ def _contiguous(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t.contiguous()
 
 
-def _self_conjugate_bins(op: str, spectrum: torch.Tensor, signal_width: int | None) -> dict:
+def _self_conjugate_bins(spectrum: torch.Tensor, signal_width: int | None) -> dict:
     """The kernels' arguments locating the self-conjugate bins (csrc/frequency_bins.h)."""
     if signal_width is None:
         return dict(rows=1, cols=1, nyquist_row=-1, nyquist_col=-1, REAL_SIGNAL=False)
-    _check(spectrum.dim() >= 2 and signal_width >= 1 and spectrum.shape[-1] == signal_width // 2 + 1, op,
-           ": the spectrum's last size must be signal_width / 2 + 1 = ", signal_width // 2 + 1, ", got spectrum ",
-           tuple(spectrum.shape))
     height = spectrum.shape[-2]
     return dict(rows=max(height, 1), cols=signal_width // 2 + 1, nyquist_row=height // 2 if height % 2 == 0 else -1,
                 nyquist_col=signal_width // 2 if signal_width % 2 == 0 else -1, REAL_SIGNAL=True)
 
 
-def spectrum_to_polar(spectrum: torch.Tensor, signal_width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    _check_complex("spectrum_to_polar", spectrum)
-    bins = _self_conjugate_bins("spectrum_to_polar", spectrum, signal_width)
+def freq_spectrum_to_polar(spectrum: torch.Tensor, signal_width: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    bins = _self_conjugate_bins(spectrum, signal_width)
     z = torch.view_as_real(spectrum.resolve_conj().contiguous())
     amplitude = torch.empty(spectrum.shape, dtype=z.dtype, device=z.device)
     phase = torch.empty_like(amplitude)
@@ -315,12 +281,8 @@ def spectrum_to_polar(spectrum: torch.Tensor, signal_width: int | None = None) -
     return amplitude, phase
 
 
-def spectrum_to_polar_backward(spectrum, grad_amplitude, grad_phase, signal_width: int | None = None) -> torch.Tensor:
-    op = "spectrum_to_polar_backward"
-    _check_complex(op, spectrum)
-    bins = _self_conjugate_bins(op, spectrum, signal_width)
-    _check_real_of(op, "grad_amplitude", grad_amplitude, spectrum)
-    _check_real_of(op, "grad_phase", grad_phase, spectrum)
+def freq_spectrum_to_polar_backward(spectrum, grad_amplitude, grad_phase, signal_width: int | None) -> torch.Tensor:
+    bins = _self_conjugate_bins(spectrum, signal_width)
     spectrum = spectrum.resolve_conj().contiguous()
     grad_amplitude, grad_phase = _contiguous(grad_amplitude), _contiguous(grad_phase)  # stride 0 materialised
     grad_spectrum = torch.empty_like(spectrum)
@@ -336,8 +298,7 @@ def spectrum_to_polar_backward(spectrum, grad_amplitude, grad_phase, signal_widt
     return grad_spectrum
 
 
-def polar_to_spectrum(amplitude, phase, amplitude_residual, phase_residual, eps: float) -> torch.Tensor:
-    _check_polar("polar_to_spectrum", amplitude, phase, amplitude_residual, phase_residual)
+def freq_polar_to_spectrum(amplitude, phase, amplitude_residual, phase_residual, eps: float) -> torch.Tensor:
     amplitude, phase = amplitude.contiguous(), phase.contiguous()
     amplitude_residual, phase_residual = _contiguous(amplitude_residual), _contiguous(phase_residual)
     complex_dtype = torch.complex128 if amplitude.dtype == torch.float64 else torch.complex64
@@ -355,11 +316,7 @@ def polar_to_spectrum(amplitude, phase, amplitude_residual, phase_residual, eps:
     return spectrum
 
 
-def polar_to_spectrum_backward(grad, amplitude, phase, amplitude_residual, phase_residual):
-    op = "polar_to_spectrum_backward"
-    _check_polar(op, amplitude, phase, amplitude_residual, phase_residual)
-    _check_complex(op, grad)
-    _check_real_of(op, "amplitude", amplitude, grad)
+def freq_polar_to_spectrum_backward(grad, amplitude, phase, amplitude_residual, phase_residual):
     grad = grad.resolve_conj().contiguous()
     amplitude, phase = amplitude.contiguous(), phase.contiguous()
     amplitude_residual, phase_residual = _contiguous(amplitude_residual), _contiguous(phase_residual)
@@ -378,22 +335,6 @@ def polar_to_spectrum_backward(grad, amplitude, phase, amplitude_residual, phase
     return grad_amplitude, grad_phase
 
 
-def _check_epilogue(y, weight, bias, residual) -> None:
-    """The checks of check_epilogue (csrc/frequency_args.h)."""
-    op = "frequency_epilogue"
-    _check(y.dtype in (torch.float32, torch.float64), op, ": y must be float32 or float64, got ", y.dtype)
-    _check(y.dim() == 4, op, ": y must be [B, C, H, W], got ", tuple(y.shape))
-    _check(weight.dim() == 2 and weight.shape[1] == y.shape[1] and weight.dtype == y.dtype and weight.device == y.device,
-           op, ": weight must be [Co, C] of y's dtype and device, got ", tuple(weight.shape), " ", weight.dtype)
-    Co = weight.shape[0]
-    if bias is not None:
-        _check(tuple(bias.shape) == (Co,) and bias.dtype == y.dtype and bias.device == y.device,
-               op, ": bias must be [Co] of y's dtype and device, got ", tuple(bias.shape))
-    B, _, H, W = y.shape
-    _check(tuple(residual.shape) == (B, Co, H, W) and residual.dtype == y.dtype and residual.device == y.device,
-           op, ": residual must be [B, Co, H, W] of y's dtype and device, got ", tuple(residual.shape))
-
-
 def _channel_blocks(C: int, Co: int) -> tuple[int, int, bool]:
     """(BLOCK_C, BLOCK_CO, use tl.dot): tl.dot needs every dimension of at least 16."""
     block_c = min(triton.next_power_of_2(max(C, 1)), _MAX_BLOCK_CHANNELS)
@@ -402,8 +343,7 @@ def _channel_blocks(C: int, Co: int) -> tuple[int, int, bool]:
     return max(block_c, _DOT_MIN) if use_dot else block_c, max(block_co, _DOT_MIN) if use_dot else block_co, use_dot
 
 
-def epilogue(y, weight, bias, residual, nonfinite: float, keep_mask: bool):
-    _check_epilogue(y, weight, bias, residual)
+def freq_epilogue(y, weight, bias, residual, nonfinite: float, keep_mask: bool):
     y, weight, residual = y.contiguous(), weight.contiguous(), residual.contiguous()
     bias = _contiguous(bias)
     B, C, H, W = y.shape
@@ -422,10 +362,7 @@ def epilogue(y, weight, bias, residual, nonfinite: float, keep_mask: bool):
     return out, finite
 
 
-def epilogue_backward(grad, y, weight, finite, need_y_grad: bool, need_weight_grad: bool, need_bias_grad: bool):
-    _check_epilogue(y, weight, None, grad)
-    _check(finite.shape == grad.shape and finite.dtype == torch.bool, "frequency_epilogue_backward: finite must be a "
-           "bool tensor of grad's shape [B, Co, H, W]")
+def freq_epilogue_backward(grad, y, weight, finite, need_y_grad: bool, need_weight_grad: bool, need_bias_grad: bool):
     grad, y, weight, finite = grad.contiguous(), y.contiguous(), weight.contiguous(), finite.contiguous()
     B, C, H, W = y.shape
     Co, N = weight.shape[0], H * W

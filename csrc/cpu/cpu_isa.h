@@ -26,12 +26,6 @@ KernelIsa kernel_isa();
 // Its name: "baseline", "avx2" or "avx512".
 const char* kernel_isa_name();
 
-#ifdef MCMRI_CPU_AVX2_BUILD
-// Whether to run the AVX2 build: kernel_isa() is AVX2 or above (the CPU then has AVX2, FMA and F16C,
-// the float16 conversions).
-inline bool use_avx2_kernels() { return kernel_isa() >= KernelIsa::avx2; }
-#endif
-
 // One instruction set's build of a kernel table: its getter may run code compiled for that instruction
 // set, so it is called only in a process that runs it.
 template <typename Table>

@@ -1,17 +1,26 @@
-// CUDA kernels of the frequency-branch ops' pointwise passes (the CPU code in csrc/cpu/frequency_kernels.h
-// is the reference). Memory-bound elementwise work over flat contiguous buffers: grid-stride loops of
+// CUDA kernels of the frequency-branch ops (the contract: csrc/frequency.h; csrc/cpu/frequency.cpp computes
+// the same on the CPU). Memory-bound elementwise work over flat contiguous buffers: grid-stride loops of
 // 256 threads, one element per thread per step (float2 / double2 loads of the complex buffers coalesce).
-// The epilogue's backward reduces one row per block (shared-memory tree, fixed order: deterministic).
-// No torch headers here: the binding is frequency_binding.cpp. Nothing in it needs sm_80+.
+// The epilogue's 1x1 convolution is ATen's (cuBLAS) GEMM, with these kernels for the pointwise passes
+// around it; its backward reduces one row per block (shared-memory tree, fixed order: deterministic).
+// Nothing in it needs sm_80+.
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
 #include <cstdint>
+#include <vector>
 
-#include <cuda_runtime.h>
-
+#include "../frequency.h"
 #include "complex_vec.h"
-#include "frequency_launch.h"
+#include "cuda_types.h"
 
 namespace mcmri_fast::cuda {
 namespace {
+
+using frequency::optional_data;
+
+static_assert(sizeof(bool) == sizeof(uint8_t));
 
 constexpr int kThreads = 256;
 // Enough blocks to fill any current GPU several times over; the grid-stride loops cover the rest.
@@ -163,136 +172,172 @@ __global__ void multiply_by_sign_kernel(const T* __restrict__ y, T* __restrict__
 
 #undef FREQ_GRID_STRIDE
 
-template <typename T>
-cudaError_t spectrum_to_polar_fwd(const vec_t<T>* z, T* amplitude, T* phase, int64_t n,
-                                  frequency::SelfConjugateBins bins, cudaStream_t stream) {
-  if (n == 0) return cudaSuccess;
-  spectrum_to_polar_fwd_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(z, amplitude, phase, n, bins);
-  return cudaGetLastError();
+std::tuple<at::Tensor, at::Tensor> freq_spectrum_to_polar(const at::Tensor& spectrum_in,
+                                                          c10::optional<int64_t> signal_width) {
+  const auto bins = frequency::check_spectrum_to_polar("spectrum_to_polar", spectrum_in, signal_width);
+  c10::cuda::CUDAGuard guard(spectrum_in.device());
+  const auto spectrum = spectrum_in.resolve_conj().contiguous();
+  const auto real_options = spectrum.options().dtype(c10::toRealValueType(spectrum.scalar_type()));
+  auto amplitude = at::empty(spectrum.sizes(), real_options);
+  auto phase = at::empty(spectrum.sizes(), real_options);
+  const int64_t n = spectrum.numel();
+  if (n == 0) return {amplitude, phase};
+  AT_DISPATCH_FLOATING_TYPES(amplitude.scalar_type(), "freq_spectrum_to_polar_cuda", [&] {
+    spectrum_to_polar_fwd_kernel<scalar_t><<<blocks_for(n), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+        vec_cptr<scalar_t>(spectrum), amplitude.mutable_data_ptr<scalar_t>(), phase.mutable_data_ptr<scalar_t>(), n,
+        bins);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {amplitude, phase};
 }
 
-template <typename T>
-cudaError_t spectrum_to_polar_bwd(const vec_t<T>* z, const T* grad_amplitude, const T* grad_phase, vec_t<T>* grad_z,
-                                  int64_t n, frequency::SelfConjugateBins bins, cudaStream_t stream) {
-  if (n == 0) return cudaSuccess;
-  spectrum_to_polar_bwd_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(z, grad_amplitude, grad_phase, grad_z, n,
-                                                                          bins);
-  return cudaGetLastError();
+at::Tensor freq_spectrum_to_polar_backward(const at::Tensor& spectrum_in,
+                                           const c10::optional<at::Tensor>& grad_amplitude_in,
+                                           const c10::optional<at::Tensor>& grad_phase_in,
+                                           c10::optional<int64_t> signal_width) {
+  const auto bins = frequency::check_spectrum_to_polar("spectrum_to_polar_backward", spectrum_in, signal_width,
+                                                       grad_amplitude_in, grad_phase_in);
+  c10::cuda::CUDAGuard guard(spectrum_in.device());
+  const auto spectrum = spectrum_in.resolve_conj().contiguous();
+  const auto grad_amplitude = frequency::contiguous(grad_amplitude_in);  // a stride-0 gradient is materialised here
+  const auto grad_phase = frequency::contiguous(grad_phase_in);
+  auto grad_spectrum = at::empty(spectrum.sizes(), spectrum.options());
+  const int64_t n = spectrum.numel();
+  if (n == 0) return grad_spectrum;
+  AT_DISPATCH_FLOATING_TYPES(c10::toRealValueType(spectrum.scalar_type()), "freq_spectrum_to_polar_backward_cuda", [&] {
+    spectrum_to_polar_bwd_kernel<scalar_t><<<blocks_for(n), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+        vec_cptr<scalar_t>(spectrum), optional_data<scalar_t>(grad_amplitude), optional_data<scalar_t>(grad_phase),
+        vec_ptr<scalar_t>(grad_spectrum), n, bins);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return grad_spectrum;
 }
 
-template <typename T>
-cudaError_t polar_to_spectrum_fwd(const T* amplitude, const T* phase, const T* amplitude_residual,
-                                  const T* phase_residual, T eps, vec_t<T>* z, int64_t n, cudaStream_t stream) {
-  if (n == 0) return cudaSuccess;
-  polar_to_spectrum_fwd_kernel<T>
-      <<<blocks_for(n), kThreads, 0, stream>>>(amplitude, phase, amplitude_residual, phase_residual, eps, z, n);
-  return cudaGetLastError();
+at::Tensor freq_polar_to_spectrum(const at::Tensor& amplitude_in, const at::Tensor& phase_in,
+                                  const c10::optional<at::Tensor>& amplitude_residual_in,
+                                  const c10::optional<at::Tensor>& phase_residual_in, double eps) {
+  frequency::check_polar_inputs("polar_to_spectrum", amplitude_in, phase_in, amplitude_residual_in, phase_residual_in);
+  c10::cuda::CUDAGuard guard(amplitude_in.device());
+  const auto amplitude = amplitude_in.contiguous(), phase = phase_in.contiguous();
+  const auto amplitude_residual = frequency::contiguous(amplitude_residual_in);
+  const auto phase_residual = frequency::contiguous(phase_residual_in);
+  auto spectrum = at::empty(amplitude.sizes(), amplitude.options().dtype(c10::toComplexType(amplitude.scalar_type())));
+  const int64_t n = amplitude.numel();
+  if (n == 0) return spectrum;
+  AT_DISPATCH_FLOATING_TYPES(amplitude.scalar_type(), "freq_polar_to_spectrum_cuda", [&] {
+    polar_to_spectrum_fwd_kernel<scalar_t><<<blocks_for(n), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+        amplitude.const_data_ptr<scalar_t>(), phase.const_data_ptr<scalar_t>(),
+        optional_data<scalar_t>(amplitude_residual), optional_data<scalar_t>(phase_residual),
+        static_cast<scalar_t>(eps), vec_ptr<scalar_t>(spectrum), n);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return spectrum;
 }
 
-template <typename T>
-cudaError_t polar_to_spectrum_bwd(const vec_t<T>* grad, const T* amplitude, const T* phase,
-                                  const T* amplitude_residual, const T* phase_residual, T* grad_amplitude,
-                                  T* grad_phase, int64_t n, cudaStream_t stream) {
-  if (n == 0) return cudaSuccess;
-  polar_to_spectrum_bwd_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(
-      grad, amplitude, phase, amplitude_residual, phase_residual, grad_amplitude, grad_phase, n);
-  return cudaGetLastError();
+std::tuple<at::Tensor, at::Tensor> freq_polar_to_spectrum_backward(
+    const at::Tensor& grad_in, const at::Tensor& amplitude_in, const at::Tensor& phase_in,
+    const c10::optional<at::Tensor>& amplitude_residual_in, const c10::optional<at::Tensor>& phase_residual_in) {
+  frequency::check_polar_inputs("polar_to_spectrum_backward", amplitude_in, phase_in, amplitude_residual_in,
+                                phase_residual_in, &grad_in);
+  c10::cuda::CUDAGuard guard(amplitude_in.device());
+  const auto grad = grad_in.resolve_conj().contiguous();
+  const auto amplitude = amplitude_in.contiguous(), phase = phase_in.contiguous();
+  const auto amplitude_residual = frequency::contiguous(amplitude_residual_in);
+  const auto phase_residual = frequency::contiguous(phase_residual_in);
+  auto grad_amplitude = at::empty(amplitude.sizes(), amplitude.options());
+  auto grad_phase = at::empty(amplitude.sizes(), amplitude.options());
+  const int64_t n = amplitude.numel();
+  if (n == 0) return {grad_amplitude, grad_phase};
+  AT_DISPATCH_FLOATING_TYPES(amplitude.scalar_type(), "freq_polar_to_spectrum_backward_cuda", [&] {
+    polar_to_spectrum_bwd_kernel<scalar_t><<<blocks_for(n), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+        vec_cptr<scalar_t>(grad), amplitude.const_data_ptr<scalar_t>(), phase.const_data_ptr<scalar_t>(),
+        optional_data<scalar_t>(amplitude_residual), optional_data<scalar_t>(phase_residual),
+        grad_amplitude.mutable_data_ptr<scalar_t>(), grad_phase.mutable_data_ptr<scalar_t>(), n);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {grad_amplitude, grad_phase};
 }
 
-template <typename T>
-cudaError_t epilogue_cleanup(T* out, const T* bias, T nonfinite, uint8_t* finite, int64_t rows, int64_t Co,
-                             int64_t N, cudaStream_t stream) {
-  const int64_t n = rows * N;
-  if (n == 0) return cudaSuccess;
-  epilogue_cleanup_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(out, bias, nonfinite, finite, Co, N, n);
-  return cudaGetLastError();
+std::tuple<at::Tensor, at::Tensor> freq_epilogue(const at::Tensor& y_in, const at::Tensor& weight,
+                                                 const c10::optional<at::Tensor>& bias_in,
+                                                 const at::Tensor& residual, double nonfinite, bool keep_mask) {
+  frequency::check_epilogue("frequency_epilogue", y_in, weight, bias_in, residual);
+  c10::cuda::CUDAGuard guard(y_in.device());
+  const auto y = y_in.contiguous();
+  const int64_t B = y.size(0), C = y.size(1), Co = weight.size(0), N = y.size(2) * y.size(3);
+  // The 1x1 convolution as one batched cuBLAS GEMM accumulating onto the residual: out = residual + W |y|.
+  auto out = at::baddbmm(residual.reshape({B, Co, N}), weight.expand({B, Co, C}), at::abs(y).view({B, C, N}))
+                 .contiguous();
+  // The finite mask of the pre-cleanup value for the backward: see csrc/cpu/frequency.cpp for why a mask.
+  const std::vector<int64_t> finite_shape =
+      keep_mask ? std::vector<int64_t>{B, Co, y.size(2), y.size(3)} : std::vector<int64_t>{0};
+  auto finite = at::empty(finite_shape, y.options().dtype(at::kBool));
+  const auto bias = frequency::contiguous(bias_in);
+  const int64_t n = B * Co * N;
+  if (n > 0) {
+    AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "freq_epilogue_cuda", [&] {
+      epilogue_cleanup_kernel<scalar_t><<<blocks_for(n), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+          out.mutable_data_ptr<scalar_t>(), optional_data<scalar_t>(bias), static_cast<scalar_t>(nonfinite),
+          keep_mask ? reinterpret_cast<uint8_t*>(finite.mutable_data_ptr<bool>()) : nullptr, Co, N, n);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  }
+  return {out.view({B, Co, y.size(2), y.size(3)}), finite};
 }
 
-template <typename T>
-cudaError_t epilogue_mask_gradient(const T* grad, const uint8_t* finite, T* grad_masked, T* row_sums, int64_t rows,
-                                   int64_t N, cudaStream_t stream) {
-  if (rows == 0) return cudaSuccess;
-  const int blocks = static_cast<int>(rows < kMaxBlocks ? rows : kMaxBlocks);
-  epilogue_mask_gradient_kernel<T><<<blocks, kThreads, 0, stream>>>(grad, finite, grad_masked, row_sums, rows, N);
-  return cudaGetLastError();
-}
-
-template <typename T>
-cudaError_t multiply_by_sign(const T* y, T* grad_y, int64_t n, cudaStream_t stream) {
-  if (n == 0) return cudaSuccess;
-  multiply_by_sign_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(y, grad_y, n);
-  return cudaGetLastError();
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> freq_epilogue_backward(
+    const at::Tensor& grad_in, const at::Tensor& y_in, const at::Tensor& weight, const at::Tensor& finite_in,
+    bool need_y_grad, bool need_weight_grad, bool need_bias_grad) {
+  frequency::check_epilogue_backward(grad_in, y_in, weight, finite_in);
+  c10::cuda::CUDAGuard guard(y_in.device());
+  const auto y = y_in.contiguous(), grad = grad_in.contiguous(), finite = finite_in.contiguous();
+  const int64_t B = y.size(0), C = y.size(1), Co = weight.size(0), N = y.size(2) * y.size(3);
+  auto grad_masked = at::empty({B, Co, N}, grad.options());
+  auto row_sums = at::empty({B, Co}, grad.options());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  // g' = g·isfinite(pre-cleanup value) and its per-row sums for the bias, in one pass.
+  const int64_t rows = B * Co;
+  if (rows > 0) {
+    const int blocks = static_cast<int>(rows < kMaxBlocks ? rows : kMaxBlocks);
+    AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "freq_epilogue_backward_cuda", [&] {
+      epilogue_mask_gradient_kernel<scalar_t><<<blocks, kThreads, 0, stream>>>(
+          grad.const_data_ptr<scalar_t>(), reinterpret_cast<const uint8_t*>(finite.const_data_ptr<bool>()),
+          grad_masked.mutable_data_ptr<scalar_t>(), row_sums.mutable_data_ptr<scalar_t>(), rows, N);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  }
+  // Distinct empty tensors for the gradients not asked for: a custom op's outputs may not alias.
+  at::Tensor grad_y = at::empty({0}, y.options()), grad_weight = at::empty({0}, y.options()),
+             grad_bias = at::empty({0}, y.options());
+  if (need_bias_grad) grad_bias = row_sums.sum(0);
+  if (need_weight_grad) {
+    // Σ_b g'_b |y_b|ᵀ: one batched GEMM, then a sum over the (few) samples.
+    grad_weight = at::bmm(grad_masked, at::abs(y).view({B, C, N}).transpose(1, 2)).sum(0);
+  }
+  if (need_y_grad) {
+    grad_y = at::bmm(weight.t().expand({B, C, Co}), grad_masked);  // Wᵀ g'
+    const int64_t n = y.numel();
+    if (n > 0) {
+      AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "freq_epilogue_sign_cuda", [&] {
+        multiply_by_sign_kernel<scalar_t><<<blocks_for(n), kThreads, 0, stream>>>(
+            y.const_data_ptr<scalar_t>(), grad_y.mutable_data_ptr<scalar_t>(), n);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
+    }
+    grad_y = grad_y.view(y.sizes());
+  }
+  return {grad_y, grad_weight, grad_bias, grad_masked.view(grad.sizes())};
 }
 
 }  // namespace
 
-cudaError_t launch_spectrum_to_polar_fwd(const float2* z, float* amplitude, float* phase, int64_t n,
-                                         frequency::SelfConjugateBins bins, cudaStream_t stream) {
-  return spectrum_to_polar_fwd<float>(z, amplitude, phase, n, bins, stream);
-}
-cudaError_t launch_spectrum_to_polar_fwd(const double2* z, double* amplitude, double* phase, int64_t n,
-                                         frequency::SelfConjugateBins bins, cudaStream_t stream) {
-  return spectrum_to_polar_fwd<double>(z, amplitude, phase, n, bins, stream);
-}
-
-cudaError_t launch_spectrum_to_polar_bwd(const float2* z, const float* grad_amplitude, const float* grad_phase,
-                                         float2* grad_z, int64_t n, frequency::SelfConjugateBins bins,
-                                         cudaStream_t stream) {
-  return spectrum_to_polar_bwd<float>(z, grad_amplitude, grad_phase, grad_z, n, bins, stream);
-}
-cudaError_t launch_spectrum_to_polar_bwd(const double2* z, const double* grad_amplitude, const double* grad_phase,
-                                         double2* grad_z, int64_t n, frequency::SelfConjugateBins bins,
-                                         cudaStream_t stream) {
-  return spectrum_to_polar_bwd<double>(z, grad_amplitude, grad_phase, grad_z, n, bins, stream);
-}
-
-cudaError_t launch_polar_to_spectrum_fwd(const float* amplitude, const float* phase, const float* amplitude_residual,
-                                         const float* phase_residual, float eps, float2* z, int64_t n,
-                                         cudaStream_t stream) {
-  return polar_to_spectrum_fwd<float>(amplitude, phase, amplitude_residual, phase_residual, eps, z, n, stream);
-}
-cudaError_t launch_polar_to_spectrum_fwd(const double* amplitude, const double* phase,
-                                         const double* amplitude_residual, const double* phase_residual, double eps,
-                                         double2* z, int64_t n, cudaStream_t stream) {
-  return polar_to_spectrum_fwd<double>(amplitude, phase, amplitude_residual, phase_residual, eps, z, n, stream);
-}
-
-cudaError_t launch_polar_to_spectrum_bwd(const float2* grad, const float* amplitude, const float* phase,
-                                         const float* amplitude_residual, const float* phase_residual,
-                                         float* grad_amplitude, float* grad_phase, int64_t n, cudaStream_t stream) {
-  return polar_to_spectrum_bwd<float>(grad, amplitude, phase, amplitude_residual, phase_residual, grad_amplitude,
-                                      grad_phase, n, stream);
-}
-cudaError_t launch_polar_to_spectrum_bwd(const double2* grad, const double* amplitude, const double* phase,
-                                         const double* amplitude_residual, const double* phase_residual,
-                                         double* grad_amplitude, double* grad_phase, int64_t n, cudaStream_t stream) {
-  return polar_to_spectrum_bwd<double>(grad, amplitude, phase, amplitude_residual, phase_residual, grad_amplitude,
-                                       grad_phase, n, stream);
-}
-
-cudaError_t launch_epilogue_cleanup(float* out, const float* bias, float nonfinite, uint8_t* finite, int64_t rows,
-                                    int64_t Co, int64_t N, cudaStream_t stream) {
-  return epilogue_cleanup<float>(out, bias, nonfinite, finite, rows, Co, N, stream);
-}
-cudaError_t launch_epilogue_cleanup(double* out, const double* bias, double nonfinite, uint8_t* finite, int64_t rows,
-                                    int64_t Co, int64_t N, cudaStream_t stream) {
-  return epilogue_cleanup<double>(out, bias, nonfinite, finite, rows, Co, N, stream);
-}
-
-cudaError_t launch_epilogue_mask_gradient(const float* grad, const uint8_t* finite, float* grad_masked,
-                                          float* row_sums, int64_t rows, int64_t N, cudaStream_t stream) {
-  return epilogue_mask_gradient<float>(grad, finite, grad_masked, row_sums, rows, N, stream);
-}
-cudaError_t launch_epilogue_mask_gradient(const double* grad, const uint8_t* finite, double* grad_masked,
-                                          double* row_sums, int64_t rows, int64_t N, cudaStream_t stream) {
-  return epilogue_mask_gradient<double>(grad, finite, grad_masked, row_sums, rows, N, stream);
-}
-
-cudaError_t launch_multiply_by_sign(const float* y, float* grad_y, int64_t n, cudaStream_t stream) {
-  return multiply_by_sign<float>(y, grad_y, n, stream);
-}
-cudaError_t launch_multiply_by_sign(const double* y, double* grad_y, int64_t n, cudaStream_t stream) {
-  return multiply_by_sign<double>(y, grad_y, n, stream);
+TORCH_LIBRARY_IMPL(mcmri_fast, CUDA, m) {
+  m.impl("freq_spectrum_to_polar", &freq_spectrum_to_polar);
+  m.impl("freq_spectrum_to_polar_backward", &freq_spectrum_to_polar_backward);
+  m.impl("freq_polar_to_spectrum", &freq_polar_to_spectrum);
+  m.impl("freq_polar_to_spectrum_backward", &freq_polar_to_spectrum_backward);
+  m.impl("freq_epilogue", &freq_epilogue);
+  m.impl("freq_epilogue_backward", &freq_epilogue_backward);
 }
 
 }  // namespace mcmri_fast::cuda

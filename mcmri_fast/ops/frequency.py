@@ -1,4 +1,4 @@
-"""FSMNet's frequency branch (FreBlock, seed 002): the pointwise work around its FFTs.
+"""FSMNet's frequency branch (FreBlock): the pointwise work around its FFTs.
 
 FreBlock computes x → conv1×1 → F = rfft2(·, norm="backward") (uncentred: the network's own
 convention, not fastMRI's) → (|F|, angle F) → each refined by conv3×3 → LeakyReLU → conv3×3 with a
@@ -15,23 +15,23 @@ torch.fft (cuFFT / MKL); these three ops are the rest of its hot path:
   work fused around it.
 
 The references are `mcmri_fast.reference.spectrum_to_polar`, `polar_to_spectrum` and
-`frequency_epilogue`. Each fused backend (cpu, triton, cuda) runs behind one torch.library custom op
-per op and one for its fused backward, so the ops compile under torch.compile(fullgraph=True).
+`frequency_epilogue`. Every fused backend (cpu, cuda, triton) implements the three ops for every input
+they accept.
+
+The kernels: `freq_spectrum_to_polar`, `freq_polar_to_spectrum`, `freq_epilogue` and their `_backward`s,
+whose contract is csrc/frequency.h (the C++ ops of csrc/cpu/frequency.cpp and csrc/cuda/frequency.cu, and
+their Triton twins in mcmri_fast.kernels.frequency).
 """
 import numbers
 
 import torch
 
 from .. import reference
-from ..backends import select_backend
+from ._fused import FusedOp
 
 __all__ = ["frequency_epilogue", "polar_to_spectrum", "spectrum_to_polar"]
 
 _REAL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Public API: validation and dispatch
 
 
 def spectrum_to_polar(spectrum: torch.Tensor, *, signal_width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,10 +66,10 @@ def spectrum_to_polar(spectrum: torch.Tensor, *, signal_width: int | None = None
                 f"(the rfft2 of a real signal of width {signal_width}), got shape {tuple(spectrum.shape)}"
             )
         signal_width = int(signal_width)
-    backend = _select(spectrum.device)
+    backend = _spectrum_to_polar.select(spectrum.device)
     if backend == "reference":
         return reference.spectrum_to_polar(spectrum, signal_width)
-    return tuple(torch.ops.mcmri_fast.spectrum_to_polar(spectrum, signal_width, backend))
+    return tuple(_spectrum_to_polar(spectrum, signal_width, backend=backend))
 
 
 def polar_to_spectrum(
@@ -109,12 +109,10 @@ def polar_to_spectrum(
     amplitude, phase, amplitude_residual, phase_residual = (
         None if t is None else t.to(dtype) for t in (amplitude, phase, amplitude_residual, phase_residual)
     )
-    backend = _select(amplitude.device)
+    backend = _polar_to_spectrum.select(amplitude.device)
     if backend == "reference":
         return reference.polar_to_spectrum(amplitude, phase, amplitude_residual, phase_residual, float(eps))
-    return torch.ops.mcmri_fast.polar_to_spectrum(
-        amplitude, phase, amplitude_residual, phase_residual, float(eps), backend
-    )
+    return _polar_to_spectrum(amplitude, phase, amplitude_residual, phase_residual, float(eps), backend=backend)
 
 
 def frequency_epilogue(
@@ -161,20 +159,14 @@ def frequency_epilogue(
     y, residual = y.to(dtype), residual.to(dtype)
     weight = weight.to(dtype).reshape(Co, C)
     bias = None if bias is None else bias.to(dtype)
-    backend = _select(y.device)
+    backend = _frequency_epilogue.select(y.device)
     if backend == "reference":
         return reference.frequency_epilogue(y, weight, bias, residual, float(nonfinite))
     keep_mask = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (y, weight, bias, residual)
     )
-    out, _ = torch.ops.mcmri_fast.frequency_epilogue(y, weight, bias, residual, float(nonfinite), keep_mask, backend)
+    out, _ = _frequency_epilogue(y, weight, bias, residual, float(nonfinite), keep_mask, backend=backend)
     return out
-
-
-@torch.compiler.assume_constant_result
-def _select(device: torch.device) -> str:
-    # Under torch.compile the choice is made once, at trace time, and baked into the graph.
-    return select_backend("frequency", device)
 
 
 def _compute_dtype(tensors: dict, like: str, same_shape: bool = True) -> torch.dtype:
@@ -193,54 +185,6 @@ def _compute_dtype(tensors: dict, like: str, same_shape: bool = True) -> torch.d
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors.values()) else torch.float32
 
 
-# ---------------------------------------------------------------------------------------------------
-# Fused implementation (custom ops, so torch.compile sees one node with a fake implementation)
-
-
-def _kernels(backend: str):
-    """The module of a fused backend's kernels: the Triton launchers, or the C++ ops (cpu and cuda,
-    which share one set of schemas dispatched on the device)."""
-    if backend == "triton":
-        from ..kernels import frequency as triton_kernels
-
-        return triton_kernels
-    if backend in ("cpu", "cuda"):
-        return _NativeKernels
-    raise ValueError(f"frequency: {backend!r} is not a fused backend")
-
-
-class _NativeKernels:
-    """The C++ ops under the names of the Triton launchers (kernels/frequency.py)."""
-
-    @staticmethod
-    def spectrum_to_polar(spectrum, signal_width):
-        return torch.ops.mcmri_fast.freq_spectrum_to_polar(spectrum, signal_width)
-
-    @staticmethod
-    def spectrum_to_polar_backward(spectrum, grad_amplitude, grad_phase, signal_width):
-        return torch.ops.mcmri_fast.freq_spectrum_to_polar_backward(spectrum, grad_amplitude, grad_phase, signal_width)
-
-    @staticmethod
-    def polar_to_spectrum(amplitude, phase, amplitude_residual, phase_residual, eps):
-        return torch.ops.mcmri_fast.freq_polar_to_spectrum(amplitude, phase, amplitude_residual, phase_residual, eps)
-
-    @staticmethod
-    def polar_to_spectrum_backward(grad, amplitude, phase, amplitude_residual, phase_residual):
-        return torch.ops.mcmri_fast.freq_polar_to_spectrum_backward(
-            grad, amplitude, phase, amplitude_residual, phase_residual
-        )
-
-    @staticmethod
-    def epilogue(y, weight, bias, residual, nonfinite, keep_mask):
-        return torch.ops.mcmri_fast.freq_epilogue(y, weight, bias, residual, nonfinite, keep_mask)
-
-    @staticmethod
-    def epilogue_backward(grad, y, weight, finite, need_y_grad, need_weight_grad, need_bias_grad):
-        return torch.ops.mcmri_fast.freq_epilogue_backward(
-            grad, y, weight, finite, need_y_grad, need_weight_grad, need_bias_grad
-        )
-
-
 def _real_dtype(complex_dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if complex_dtype == torch.complex128 else torch.float32
 
@@ -251,37 +195,21 @@ def _complex_dtype(real_dtype: torch.dtype) -> torch.dtype:
 
 # spectrum_to_polar ----------------------------------------------------------------------------------
 
+_spectrum_to_polar = FusedOp(
+    "spectrum_to_polar", kernels=("freq_spectrum_to_polar", "freq_spectrum_to_polar_backward"), triton_module="frequency"
+)
 
-@torch.library.custom_op("mcmri_fast::spectrum_to_polar", mutates_args=())
-def _spectrum_to_polar_fused(
-    spectrum: torch.Tensor, signal_width: int | None, backend: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    amplitude, phase = _kernels(backend).spectrum_to_polar(spectrum, signal_width)
+
+@_spectrum_to_polar.forward
+def _(k, spectrum: torch.Tensor, signal_width: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    amplitude, phase = k.freq_spectrum_to_polar(spectrum, signal_width)
     return amplitude, phase
 
 
-@_spectrum_to_polar_fused.register_fake
-def _(spectrum, signal_width, backend):
+@_spectrum_to_polar.fake
+def _(spectrum, signal_width):
     real = spectrum.new_empty(spectrum.shape, dtype=_real_dtype(spectrum.dtype))
     return real, torch.empty_like(real)
-
-
-@torch.library.custom_op("mcmri_fast::spectrum_to_polar_backward", mutates_args=())
-def _spectrum_to_polar_fused_backward(
-    spectrum: torch.Tensor,
-    grad_amplitude: torch.Tensor | None,
-    grad_phase: torch.Tensor | None,
-    signal_width: int | None,
-    backend: str,
-) -> torch.Tensor:
-    """grad_z = (z/|z|)(g_a + i g_p/|z|), 0 at z == 0; an absent gradient counts as zero; with
-    signal_width, z counts as (Re z, +0) at the self-conjugate bins and Im grad_z is 0 there."""
-    return _kernels(backend).spectrum_to_polar_backward(spectrum, grad_amplitude, grad_phase, signal_width)
-
-
-@_spectrum_to_polar_fused_backward.register_fake
-def _(spectrum, grad_amplitude, grad_phase, signal_width, backend):
-    return spectrum.new_empty(spectrum.shape)
 
 
 def _spectrum_to_polar_setup_context(ctx, inputs, output):
@@ -292,72 +220,48 @@ def _spectrum_to_polar_setup_context(ctx, inputs, output):
     ctx.set_materialize_grads(False)  # an unused amplitude or phase sends no zero-filled gradient
 
 
-def _spectrum_to_polar_backward(ctx, grad_amplitude, grad_phase):
+def _spectrum_to_polar_autograd(ctx, grad_amplitude, grad_phase):
     if grad_amplitude is None and grad_phase is None:
         return None, None, None
     (spectrum,) = ctx.saved_tensors
-    grad_spectrum = torch.ops.mcmri_fast.spectrum_to_polar_backward(
-        spectrum, grad_amplitude, grad_phase, ctx.signal_width, ctx.backend
-    )
+    grad_spectrum = _spectrum_to_polar.backward_op(spectrum, grad_amplitude, grad_phase, ctx.signal_width, ctx.backend)
     return grad_spectrum, None, None
 
 
-_spectrum_to_polar_fused.register_autograd(_spectrum_to_polar_backward, setup_context=_spectrum_to_polar_setup_context)
+@_spectrum_to_polar.backward(setup_context=_spectrum_to_polar_setup_context, autograd=_spectrum_to_polar_autograd)
+def _(k, spectrum: torch.Tensor, grad_amplitude: torch.Tensor | None, grad_phase: torch.Tensor | None,
+      signal_width: int | None) -> torch.Tensor:
+    """grad_z = (z/|z|)(g_a + i g_p/|z|), 0 at z == 0; an absent gradient counts as zero; with
+    signal_width, z counts as (Re z, +0) at the self-conjugate bins and Im grad_z is 0 there."""
+    return k.freq_spectrum_to_polar_backward(spectrum, grad_amplitude, grad_phase, signal_width)
+
+
+@_spectrum_to_polar.backward_fake
+def _(spectrum, grad_amplitude, grad_phase, signal_width):
+    return spectrum.new_empty(spectrum.shape)
 
 
 # polar_to_spectrum ----------------------------------------------------------------------------------
 
-
-@torch.library.custom_op("mcmri_fast::polar_to_spectrum", mutates_args=())
-def _polar_to_spectrum_fused(
-    amplitude: torch.Tensor,
-    phase: torch.Tensor,
-    amplitude_residual: torch.Tensor | None,
-    phase_residual: torch.Tensor | None,
-    eps: float,
-    backend: str,
-) -> torch.Tensor:
-    return _kernels(backend).polar_to_spectrum(amplitude, phase, amplitude_residual, phase_residual, eps)
+_polar_to_spectrum = FusedOp(
+    "polar_to_spectrum", kernels=("freq_polar_to_spectrum", "freq_polar_to_spectrum_backward"), triton_module="frequency"
+)
 
 
-@_polar_to_spectrum_fused.register_fake
-def _(amplitude, phase, amplitude_residual, phase_residual, eps, backend):
+@_polar_to_spectrum.forward
+def _(k, amplitude: torch.Tensor, phase: torch.Tensor, amplitude_residual: torch.Tensor | None,
+      phase_residual: torch.Tensor | None, eps: float) -> torch.Tensor:
+    return k.freq_polar_to_spectrum(amplitude, phase, amplitude_residual, phase_residual, eps)
+
+
+@_polar_to_spectrum.fake
+def _(amplitude, phase, amplitude_residual, phase_residual, eps):
     return amplitude.new_empty(amplitude.shape, dtype=_complex_dtype(amplitude.dtype))
 
 
-@torch.library.custom_op("mcmri_fast::polar_to_spectrum_backward", mutates_args=())
-def _polar_to_spectrum_fused_backward(
-    grad: torch.Tensor,
-    amplitude: torch.Tensor,
-    phase: torch.Tensor,
-    amplitude_residual: torch.Tensor | None,
-    phase_residual: torch.Tensor | None,
-    backend: str,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(grad_a, grad_p) = (g_re cos p + g_im sin p, a (g_im cos p − g_re sin p)), a and p with their residuals."""
-    grad_amplitude, grad_phase = _kernels(backend).polar_to_spectrum_backward(
-        grad, amplitude, phase, amplitude_residual, phase_residual
-    )
-    return grad_amplitude, grad_phase
-
-
-@_polar_to_spectrum_fused_backward.register_fake
-def _(grad, amplitude, phase, amplitude_residual, phase_residual, backend):
-    return amplitude.new_empty(amplitude.shape), amplitude.new_empty(amplitude.shape)
-
-
-def _polar_to_spectrum_setup_context(ctx, inputs, output):
-    amplitude, phase, amplitude_residual, phase_residual, _, backend = inputs
-    # The inputs themselves (no new buffers): the backward recomputes a and p from them in its pass.
-    ctx.save_for_backward(amplitude, phase, amplitude_residual, phase_residual)
-    ctx.backend = backend
-
-
-def _polar_to_spectrum_backward(ctx, grad):
-    amplitude, phase, amplitude_residual, phase_residual = ctx.saved_tensors
-    grad_amplitude, grad_phase = torch.ops.mcmri_fast.polar_to_spectrum_backward(
-        grad, amplitude, phase, amplitude_residual, phase_residual, ctx.backend
-    )
+def _polar_to_spectrum_autograd(ctx, grad):
+    # A residual gets the gradient of the input it is added to.
+    grad_amplitude, grad_phase = _polar_to_spectrum.backward_op(grad, *ctx.saved_tensors, ctx.backend)
     need = ctx.needs_input_grad
     return (
         grad_amplitude if need[0] else None,
@@ -369,64 +273,45 @@ def _polar_to_spectrum_backward(ctx, grad):
     )
 
 
-_polar_to_spectrum_fused.register_autograd(_polar_to_spectrum_backward, setup_context=_polar_to_spectrum_setup_context)
+# The inputs themselves (no new buffers): the backward recomputes a and p from them in its pass.
+@_polar_to_spectrum.backward(saves=("amplitude", "phase", "amplitude_residual", "phase_residual"),
+                             autograd=_polar_to_spectrum_autograd)
+def _(k, grad: torch.Tensor, amplitude: torch.Tensor, phase: torch.Tensor, amplitude_residual: torch.Tensor | None,
+      phase_residual: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(grad_a, grad_p) = (g_re cos p + g_im sin p, a (g_im cos p − g_re sin p)), a and p with their residuals."""
+    grad_amplitude, grad_phase = k.freq_polar_to_spectrum_backward(grad, amplitude, phase, amplitude_residual,
+                                                                   phase_residual)
+    return grad_amplitude, grad_phase
+
+
+@_polar_to_spectrum.backward_fake
+def _(grad, amplitude, phase, amplitude_residual, phase_residual):
+    return amplitude.new_empty(amplitude.shape), amplitude.new_empty(amplitude.shape)
 
 
 # frequency_epilogue ---------------------------------------------------------------------------------
 
+_frequency_epilogue = FusedOp(
+    "frequency_epilogue", kernels=("freq_epilogue", "freq_epilogue_backward"), triton_module="frequency"
+)
 
-@torch.library.custom_op("mcmri_fast::frequency_epilogue", mutates_args=())
-def _frequency_epilogue_fused(
-    y: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    residual: torch.Tensor,
-    nonfinite: float,
-    keep_mask: bool,
-    backend: str,
-) -> tuple[torch.Tensor, torch.Tensor]:
+
+@_frequency_epilogue.forward
+def _(k, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor, nonfinite: float,
+      keep_mask: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns (out, finite): finite is the bool mask [B, Co, H, W] of the finite pre-cleanup values,
     which the backward needs (empty unless keep_mask). A bool per element is a quarter of the float32
     output; recomputing the pre-cleanup value instead would redo the GEMM and read the residual again,
     and the output alone cannot tell a replaced value from a computed one equal to `nonfinite`."""
-    out, finite = _kernels(backend).epilogue(y, weight, bias, residual, nonfinite, keep_mask)
+    out, finite = k.freq_epilogue(y, weight, bias, residual, nonfinite, keep_mask)
     return out, finite
 
 
-@_frequency_epilogue_fused.register_fake
-def _(y, weight, bias, residual, nonfinite, keep_mask, backend):
+@_frequency_epilogue.fake
+def _(y, weight, bias, residual, nonfinite, keep_mask):
     out = residual.new_empty(residual.shape)
     finite = residual.new_empty(residual.shape if keep_mask else (0,), dtype=torch.bool)
     return out, finite
-
-
-@torch.library.custom_op("mcmri_fast::frequency_epilogue_backward", mutates_args=())
-def _frequency_epilogue_fused_backward(
-    grad: torch.Tensor,
-    y: torch.Tensor,
-    weight: torch.Tensor,
-    finite: torch.Tensor,
-    need_y_grad: bool,
-    need_weight_grad: bool,
-    need_bias_grad: bool,
-    backend: str,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Returns (grad_y, grad_weight [Co, C], grad_bias [Co], grad_residual); the first three are empty
-    unless asked for."""
-    grad_y, grad_weight, grad_bias, grad_residual = _kernels(backend).epilogue_backward(
-        grad, y, weight, finite, need_y_grad, need_weight_grad, need_bias_grad
-    )
-    return grad_y, grad_weight, grad_bias, grad_residual
-
-
-@_frequency_epilogue_fused_backward.register_fake
-def _(grad, y, weight, finite, need_y_grad, need_weight_grad, need_bias_grad, backend):
-    return (
-        y.new_empty(y.shape) if need_y_grad else y.new_empty(0),
-        weight.new_empty(weight.shape) if need_weight_grad else y.new_empty(0),
-        weight.new_empty(weight.shape[:1]) if need_bias_grad else y.new_empty(0),
-        grad.new_empty(grad.shape),
-    )
 
 
 def _frequency_epilogue_setup_context(ctx, inputs, output):
@@ -438,12 +323,12 @@ def _frequency_epilogue_setup_context(ctx, inputs, output):
     ctx.backend, ctx.kept_mask = backend, keep_mask
 
 
-def _frequency_epilogue_backward(ctx, grad, _grad_finite):
+def _frequency_epilogue_autograd(ctx, grad, _grad_finite):
     y, weight, finite = ctx.saved_tensors
     need_y, need_weight, need_bias, need_residual = ctx.needs_input_grad[:4]
     if not ctx.kept_mask:
         raise RuntimeError("frequency_epilogue: an input needs a gradient but its forward kept no finite mask")
-    grad_y, grad_weight, grad_bias, grad_residual = torch.ops.mcmri_fast.frequency_epilogue_backward(
+    grad_y, grad_weight, grad_bias, grad_residual = _frequency_epilogue.backward_op(
         grad, y, weight, finite, need_y, need_weight, need_bias, ctx.backend
     )
     return (
@@ -457,4 +342,22 @@ def _frequency_epilogue_backward(ctx, grad, _grad_finite):
     )
 
 
-_frequency_epilogue_fused.register_autograd(_frequency_epilogue_backward, setup_context=_frequency_epilogue_setup_context)
+@_frequency_epilogue.backward(setup_context=_frequency_epilogue_setup_context, autograd=_frequency_epilogue_autograd)
+def _(k, grad: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, finite: torch.Tensor, need_y_grad: bool,
+      need_weight_grad: bool, need_bias_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns (grad_y, grad_weight [Co, C], grad_bias [Co], grad_residual); the first three are empty
+    unless asked for."""
+    grad_y, grad_weight, grad_bias, grad_residual = k.freq_epilogue_backward(
+        grad, y, weight, finite, need_y_grad, need_weight_grad, need_bias_grad
+    )
+    return grad_y, grad_weight, grad_bias, grad_residual
+
+
+@_frequency_epilogue.backward_fake
+def _(grad, y, weight, finite, need_y_grad, need_weight_grad, need_bias_grad):
+    return (
+        y.new_empty(y.shape) if need_y_grad else y.new_empty(0),
+        weight.new_empty(weight.shape) if need_weight_grad else y.new_empty(0),
+        weight.new_empty(weight.shape[:1]) if need_bias_grad else y.new_empty(0),
+        grad.new_empty(grad.shape),
+    )
