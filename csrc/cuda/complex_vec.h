@@ -1,6 +1,6 @@
 // vec_t<T>: a complex float / double as float2 / double2, the layout of c10::complex<float / double>
 // (interleaved re, im). One definition for the kernels (data_consistency.cu, frequency.cu) and for
-// the bindings that hand them complex tensors (cuda_types.h); plain C++, so host compilers read it too.
+// the host code that hands them complex tensors (cuda_types.h).
 #pragma once
 #include <vector_types.h>
 

@@ -1,6 +1,6 @@
 // The compute type of the CUDA kernels that read half-precision inputs: float16 / bfloat16 (and
 // float32) are computed in float, float64 in double; to_compute / from_compute convert on load and
-// store (round to nearest on the way back). Shared by gated_fusion.cu and depthwise_conv.cu.
+// store (round to nearest on the way back). Shared by the .cu files of the elementwise and stencil ops.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>

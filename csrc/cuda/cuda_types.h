@@ -1,4 +1,4 @@
-// The CUDA type of an ATen scalar type, for the bindings that hand tensors to kernels reading half
+// The CUDA type of an ATen scalar type, for the host code that hands tensors to kernels reading half
 // precision: c10::Half and c10::BFloat16 have the layout of __half and __nv_bfloat16. cuda_ptr /
 // cuda_cptr give a tensor's data as that type; vec_ptr / vec_cptr a complex tensor's as float2 / double2.
 #pragma once

@@ -27,11 +27,10 @@ import numbers
 import torch
 
 from .. import reference
+from ._checks import FLOAT_DTYPES
 from ._fused import FusedOp
 
 __all__ = ["frequency_epilogue", "polar_to_spectrum", "spectrum_to_polar"]
-
-_REAL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def spectrum_to_polar(spectrum: torch.Tensor, *, signal_width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -176,7 +175,7 @@ def _compute_dtype(tensors: dict, like: str, same_shape: bool = True) -> torch.d
     for name, t in tensors.items():
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dtype not in _REAL_DTYPES:
+        if t.dtype not in FLOAT_DTYPES:
             raise TypeError(f"{name} must be a real float16/bfloat16/float32/float64 tensor, got dtype {t.dtype}")
         if t.device != first.device:
             raise ValueError(f"{name} must be on {like}'s device {first.device}, got {t.device}")
