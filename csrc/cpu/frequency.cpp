@@ -120,6 +120,18 @@ void spectrum_to_polar_backward(const scalar_t* z, const scalar_t* grad_amplitud
   }
 }
 
+// The amplitude and phase at [i, i + count), each with its residual added where there is one.
+template <typename scalar_t>
+std::pair<Vectorized<scalar_t>, Vectorized<scalar_t>> load_polar(const scalar_t* amplitude, const scalar_t* phase,
+                                                                  const scalar_t* amplitude_residual,
+                                                                  const scalar_t* phase_residual, int64_t i,
+                                                                  int64_t count) {
+  auto a = load_or_zero(amplitude, i, count), p = load_or_zero(phase, i, count);
+  if (amplitude_residual != nullptr) a = a + load_or_zero(amplitude_residual, i, count);
+  if (phase_residual != nullptr) p = p + load_or_zero(phase_residual, i, count);
+  return {a, p};
+}
+
 // z = a cos p + 2 eps + i (a sin p + eps), a = amplitude (+ amplitude_residual), p = phase (+ phase_residual).
 // The real part adds eps twice, as the reference does, so both round alike.
 template <typename scalar_t>
@@ -129,10 +141,7 @@ void polar_to_spectrum(const scalar_t* amplitude, const scalar_t* phase, const s
   const Vec veps(eps);
   for (int64_t i = begin; i < end; i += Vec::size()) {
     const int64_t count = std::min<int64_t>(Vec::size(), end - i);
-    Vec a = load_or_zero(amplitude, i, count);
-    Vec p = load_or_zero(phase, i, count);
-    if (amplitude_residual != nullptr) a = a + load_or_zero(amplitude_residual, i, count);
-    if (phase_residual != nullptr) p = p + load_or_zero(phase_residual, i, count);
+    const auto [a, p] = load_polar(amplitude, phase, amplitude_residual, phase_residual, i, count);
     store_complex(z, i, count, (a * p.cos() + veps) + veps, a * p.sin() + veps);
   }
 }
@@ -145,10 +154,7 @@ void polar_to_spectrum_backward(const scalar_t* grad_z, const scalar_t* amplitud
   using Vec = Vectorized<scalar_t>;
   for (int64_t i = begin; i < end; i += Vec::size()) {
     const int64_t count = std::min<int64_t>(Vec::size(), end - i);
-    Vec a = load_or_zero(amplitude, i, count);
-    Vec p = load_or_zero(phase, i, count);
-    if (amplitude_residual != nullptr) a = a + load_or_zero(amplitude_residual, i, count);
-    if (phase_residual != nullptr) p = p + load_or_zero(phase_residual, i, count);
+    const auto [a, p] = load_polar(amplitude, phase, amplitude_residual, phase_residual, i, count);
     auto [g_re, g_im] = load_complex(grad_z, i, count);
     const Vec c = p.cos(), s = p.sin();
     store(grad_amplitude, i, count, at::vec::fmadd(g_re, c, g_im * s));
