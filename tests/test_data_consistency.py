@@ -6,7 +6,7 @@ import mcmri_fast
 from mcmri_fast import reference
 from mcmri_fast.data import fft2c, fft2u, ifft2c
 from mcmri_fast.ops import data_consistency, dunsa_data_consistency
-from mcmri_fast.ops.data_consistency import _canonical_mask
+from mcmri_fast.ops._checks import canonical_mask
 
 from fused_backends import FUSED, require_backend
 
@@ -85,7 +85,7 @@ def test_fused_gradcheck(backend, device):
 @pytest.mark.parametrize("centered", [True, False])
 def test_reference_gradcheck(form, centered):
     x, k0, mask, weight, _ = _inputs((2, 2, 5, 4), 2, form, dtype=torch.complex128, seed=5)
-    mask = _canonical_mask(mask, 2, 5, 4).unsqueeze(1)
+    mask = canonical_mask(mask, 2, 5, 4).unsqueeze(1)
     x, k0, weight = (t.requires_grad_() for t in (x, k0, weight))
     assert torch.autograd.gradcheck(lambda *a: reference.data_consistency(*a, mask, weight, centered), (x, k0))
     assert torch.autograd.gradcheck(lambda w: reference.data_consistency(x, k0, mask, w, centered), (weight,))
@@ -146,7 +146,7 @@ def test_stride0_gradient(backend, device):
 def test_opcheck(backend, device, form, keep_spectrum):
     require_backend(backend, device)
     x, k0, mask, weight, _ = _inputs((2, 3, 6, 7), 1, form, device=device, seed=9)
-    mask = _canonical_mask(mask, 2, 6, 7)
+    mask = canonical_mask(mask, 2, 6, 7)
     args = (x.requires_grad_(), k0.requires_grad_(), mask, weight.requires_grad_(keep_spectrum), True, keep_spectrum, backend)
     torch.library.opcheck(torch.ops.mcmri_fast.data_consistency.default, args)
 
@@ -157,7 +157,7 @@ def test_opcheck(backend, device, form, keep_spectrum):
 def test_opcheck_backward(backend, device, form, need_k0_grad, need_weight_grad):
     require_backend(backend, device)
     x, k0, mask, weight, grad = _inputs((2, 3, 6, 7), 1, form, device=device, seed=9)
-    mask = _canonical_mask(mask, 2, 6, 7)
+    mask = canonical_mask(mask, 2, 6, 7)
     # What the forward saves for the backward, in the backend's own layout.
     _, hybrid, spectrum = torch.ops.mcmri_fast.data_consistency(x, k0, mask, weight, True, need_weight_grad, backend)
     src = hybrid if form == "W" else k0

@@ -52,6 +52,11 @@ CASES = {
         lambda: ((_randn(2, 3, 6, 5), _randn(4, 3, 1, 1, seed=1), _randn(4, seed=2), _randn(2, 4, 6, 5, seed=3)), {}),
         ALL,
     ),
+    "dcm_data_consistency": (
+        lambda: ((_randn(1, 2, 6, 8), _randn(1, 2, 6, 8, seed=1), _randn(1, 2, 6, 8, seed=2), _randn(1, 2, 6, 8, seed=3),
+                  _mask(8), _mask(8, seed=1), 0.5, 0.3, 0.2), {}),
+        ALL,
+    ),
     # Library calls, not kernels of ours: oneDNN on the CPU; on CUDA tensors the reference (cuBLAS, cuDNN).
     "conv1x1": (lambda: ((_randn(2, 3, 4, 5), _randn(4, 3, 1, 1, seed=1), _randn(4, seed=2)), {}), ("cpu", "reference")),
     "conv3x3": (lambda: ((_randn(2, 8, 8, 9), _randn(8, 8, 3, 3, seed=1), _randn(8, seed=2)), {}), ("cpu", "reference")),
@@ -63,8 +68,21 @@ CASES = {
 }
 
 
+# Functions of ops that dispatch to no backend: one implementation in torch's tensor ops, for any device.
+BACKEND_FREE = {"dcm_schedule": lambda: ((_mask(8), 6), {})}
+
+
 def test_every_public_op_has_a_case():
-    assert sorted(CASES) == sorted(ops.__all__)
+    assert sorted([*CASES, *BACKEND_FREE]) == sorted(ops.__all__)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", sorted(BACKEND_FREE))
+def test_backend_free_functions_run_under_any_forcing(name, backend):
+    args, kwargs = BACKEND_FREE[name]()
+    expected = getattr(ops, name)(*args, **kwargs)
+    with mcmri_fast.use_backend(backend):
+        torch.testing.assert_close(getattr(ops, name)(*args, **kwargs), expected)
 
 
 def _outputs(result):

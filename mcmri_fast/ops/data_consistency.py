@@ -37,6 +37,7 @@ import numbers
 import torch
 
 from .. import reference
+from ._checks import canonical_mask
 from ._fused import ALL_BACKENDS, FusedOp
 
 __all__ = ["data_consistency", "dunsa_data_consistency"]
@@ -132,7 +133,7 @@ def _validate(x, k0, mask, weight, centered):
         if t.device != x.device:
             raise ValueError(f"{name} must be on x's device {x.device}, got {t.device}")
 
-    mask = _canonical_mask(mask, B, H, W)
+    mask = canonical_mask(mask, B, H, W)
 
     real_dtype = torch.float64 if torch.float64 in (x.dtype, k0.dtype) or torch.complex128 in (x.dtype, k0.dtype) else torch.float32
     complex_dtype = torch.complex128 if real_dtype == torch.float64 else torch.complex64
@@ -152,30 +153,6 @@ def _validate(x, k0, mask, weight, centered):
     else:
         raise TypeError(f"weight must be a number or a torch.Tensor, got {type(weight).__name__}")
     return x, k0, mask, weight
-
-
-def _canonical_mask(mask: torch.Tensor, B: int, H: int, W: int) -> torch.Tensor:
-    """The mask as bool [Bm, Hm, W] (Bm in {1, B}, Hm in {1, H}; Hm == 1 for column masks)."""
-    if mask.is_complex():
-        raise TypeError(f"mask must be a bool or real tensor of 0/1 values, got dtype {mask.dtype}")
-    shape = tuple(mask.shape)
-    if shape == (W,):
-        canonical = mask.reshape(1, 1, W)
-    elif shape == (H, W):
-        canonical = mask.reshape(1, H, W)
-    elif shape == (B, W):
-        canonical = mask.reshape(B, 1, W)
-    elif shape == (B, 1, H, W):
-        canonical = mask.reshape(B, H, W)
-    else:
-        raise ValueError(
-            f"mask must be [W], [H, W], [B, W] or [B, 1, H, W] with B={B}, H={H}, W={W}, got shape {shape}"
-        )
-    if mask.dtype == torch.bool:
-        return canonical
-    if not torch.compiler.is_compiling() and bool(((canonical != 0) & (canonical != 1)).any()):
-        raise ValueError("mask must be binary (only 0 and 1), got other values")
-    return canonical != 0
 
 
 # ---------------------------------------------------------------------------------------------------

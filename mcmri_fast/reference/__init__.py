@@ -3,6 +3,7 @@ from .channel_attention import channel_attention, depthwise_channel_attention
 from .conv1x1 import conv1x1
 from .conv3x3 import conv3x3
 from .data_consistency import data_consistency
+from .dcm import dcm_data_consistency
 from .depthwise_conv import depthwise_conv3x3
 from .downsample import unshuffle_downsample
 from .frequency import frequency_epilogue, polar_to_spectrum, spectrum_to_polar
@@ -14,6 +15,7 @@ __all__ = [
     "conv1x1",
     "conv3x3",
     "data_consistency",
+    "dcm_data_consistency",
     "depthwise_channel_attention",
     "depthwise_conv3x3",
     "frequency_epilogue",
