@@ -25,27 +25,29 @@ def _coefficients(coef_ptr, COMPUTE: tl.constexpr):
 
 
 @triton.jit
-def _prologue_kernel(x_ptr, z_ptr, g_ptr, r_ptr, coef_ptr, out_ptr, N, COMPUTE: tl.constexpr, BLOCK: tl.constexpr):
+def _block_of(a_ptr, x_ptr, g_ptr, r_ptr, N, COMPUTE: tl.constexpr, BLOCK: tl.constexpr):
+    """This program's offsets, their mask, and its elements of a, x, g and r."""
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     inside = offs < N
-    _, alpha, lam = _coefficients(coef_ptr, COMPUTE)
+    a = tl.load(a_ptr + offs, mask=inside).to(COMPUTE)
     x = tl.load(x_ptr + offs, mask=inside).to(COMPUTE)
-    z = tl.load(z_ptr + offs, mask=inside).to(COMPUTE)
     g = tl.load(g_ptr + offs, mask=inside).to(COMPUTE)
     r = tl.load(r_ptr + offs, mask=inside).to(COMPUTE)
+    return offs, inside, a, x, g, r
+
+
+@triton.jit
+def _prologue_kernel(x_ptr, z_ptr, g_ptr, r_ptr, coef_ptr, out_ptr, N, COMPUTE: tl.constexpr, BLOCK: tl.constexpr):
+    offs, inside, z, x, g, r = _block_of(z_ptr, x_ptr, g_ptr, r_ptr, N, COMPUTE, BLOCK)
+    _, alpha, lam = _coefficients(coef_ptr, COMPUTE)
     tl.store(out_ptr + offs, z - x, mask=inside)
     tl.store(out_ptr + N + offs, alpha * (x - g) + lam * r, mask=inside)
 
 
 @triton.jit
 def _epilogue_kernel(y_ptr, x_ptr, g_ptr, r_ptr, coef_ptr, out_ptr, N, COMPUTE: tl.constexpr, BLOCK: tl.constexpr):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    inside = offs < N
+    offs, inside, y, x, g, r = _block_of(y_ptr, x_ptr, g_ptr, r_ptr, N, COMPUTE, BLOCK)
     mu, alpha, lam = _coefficients(coef_ptr, COMPUTE)
-    y = tl.load(y_ptr + offs, mask=inside).to(COMPUTE)
-    x = tl.load(x_ptr + offs, mask=inside).to(COMPUTE)
-    g = tl.load(g_ptr + offs, mask=inside).to(COMPUTE)
-    r = tl.load(r_ptr + offs, mask=inside).to(COMPUTE)
     tl.store(out_ptr + offs, x - mu * (alpha * (x - g) + lam * r) + y, mask=inside)
 
 

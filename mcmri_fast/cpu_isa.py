@@ -49,7 +49,7 @@ def cpu_fast_paths() -> list[tuple[str, str]]:
     probe = torch.empty(1, 64, 16, 16), torch.empty(64, 64, 3, 3)
     winograd = {"avx512": "Winograd F(4×4, 3×3) in AVX-512", "avx2": "Winograd F(4×4, 3×3) in AVX2"}
     conv3x3_path = (
-        f"{winograd.get(isa, 'Winograd F(4×4, 3×3)')} (float32, Co % 8 = 0, C ≥ 8, planes ≥ 8 × 8), else "
+        f"{winograd.get(isa, 'Winograd F(4×4, 3×3)')} (float32, Co ≥ 8, C ≥ 8, planes ≥ 8 × 8), else "
         "torch's convolution (oneDNN)"
         if winograd_applies(*probe)
         else "torch's convolution (oneDNN): no Winograd kernel for this ISA"
@@ -60,6 +60,7 @@ def cpu_fast_paths() -> list[tuple[str, str]]:
     )
     return [
         ("data_consistency", "C++ blend (OpenMP), torch.fft"),
+        ("dcm_data_consistency", "C++ pointwise passes (OpenMP), torch.fft's real transforms"),
         ("spectrum_to_polar, polar_to_spectrum, frequency_epilogue", f"C++ vector kernels, {vector}"),
         ("channel_attention, depthwise_channel_attention", f"C++ vector kernels, {vector}"),
         ("depthwise_conv3x3, gated_fusion, prelu", f"C++ vector kernels, {vector}"),

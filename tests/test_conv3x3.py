@@ -16,19 +16,20 @@ from fused_backends import assert_all_close, output_and_gradients, require_backe
 # The op's one fused backend (tests/test_op_backends.py checks that forcing another raises).
 CPU = [pytest.param("cpu", "cpu", id="cpu")]
 
-# (B, C, Co, H, W, bias): odd sizes, C in {8, 64}; 70 columns are 18 tiles per tile row, two groups of 16
-# (AVX-512) or three of 8 (AVX2), so groups inside the plane and one crossing its right edge both run;
-# the last two take torch's convolution on the cpu backend (C < 8; C ≥ 8 but the backward to x has 12
-# outputs, not a multiple of 8)
+# (B, C, Co, H, W, bias): odd sizes, C in {8, 12, 36, 64}; 70 columns are 18 tiles per tile row, two groups
+# of 16 (AVX-512) or three of 8 (AVX2), so groups inside the plane and one crossing its right edge both
+# run; 36 and 12 outputs (IMA's width; the backward to x of C = 12) are padded to packs of 8; the last
+# case takes torch's convolution on the cpu backend (C < 8, Co < 8)
 CASES = [
     (1, 8, 16, 9, 13, True),
     (2, 64, 64, 17, 23, False),
     (1, 8, 8, 10, 70, True),
     (1, 64, 128, 11, 9, True),
-    (2, 3, 5, 7, 6, True),
+    (1, 36, 36, 12, 11, True),
     (1, 12, 8, 9, 9, False),
+    (2, 3, 5, 7, 6, True),
 ]
-WINOGRAD_CASES = CASES[:4]
+WINOGRAD_CASES = CASES[:6]
 
 
 def _ids(case):
@@ -72,8 +73,8 @@ def check_winograd_kernel(case):
     args, grad = _inputs(case, seed=8)
     x, weight, _ = args
     assert winograd_applies(x, weight)
-    # the backward to x takes the kernel when its outputs (x's channels) are a multiple of 8; float64 never
-    assert winograd_applies(grad, weight.transpose(0, 1)) == (case[1] % 8 == 0)
+    # the backward to x takes the kernel when it has at least 8 outputs (x's channels); float64 never
+    assert winograd_applies(grad, weight.transpose(0, 1)) == (case[1] >= 8)
     assert not winograd_applies(x.double(), weight.double())
     got = _run("cpu", args, grad)[:2]
     expected = _run("reference", tuple(None if t is None else t.double() for t in args), grad.double())[:2]
@@ -161,7 +162,7 @@ def test_gradcheck_and_opcheck():
                 return conv3x3(*a)
 
         assert torch.autograd.gradcheck(op, args), backend
-    for case in (CASES[0], CASES[4]):  # the Winograd kernel and torch's convolution
+    for case in (CASES[0], CASES[4], CASES[-1]):  # the Winograd kernel, with padded outputs, torch's convolution
         (x, weight, bias), grad = _inputs(case, seed=6)
         torch.library.opcheck(torch.ops.mcmri_fast.conv3x3, (x, weight, bias, "cpu"))
         torch.library.opcheck(torch.ops.mcmri_fast.conv3x3_backward, (grad, x, weight, True, True, True, "cpu"))

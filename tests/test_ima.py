@@ -69,7 +69,7 @@ def _outputs_and_gradients(model, batch, preference):
 
 
 NETWORK_CASES = pytest.mark.parametrize("shape,mask", [((1, 1, 256, 256), "1d"), ((2, 1, 35, 27), "2d")],
-                                        ids=["1x1x256x256-1d", "2x1x35x27-2d"])
+                                        ids=["paper-1x1x256x256-1d", "2x1x35x27-2d"])
 
 
 def _assert_close_to(got, expected, rtol, atol, floor):

@@ -27,17 +27,28 @@ const winograd::Kernel* winograd_kernel() {
   });
 }
 
-// y = x ⋆ w (+ bias) by the Winograd kernel; rotated: by the kernels of the backward to x instead.
+// y = x ⋆ w (+ bias) by the Winograd kernel; rotated: by the kernels of the backward to x instead. The
+// kernel computes packs of kOutputsPerPack output channels: other counts are padded with zero kernels
+// (and biases) to the next pack, and the padding's outputs dropped by one copy of the output.
 at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& weight, bool rotated, const at::Tensor* bias) {
   const winograd::Kernel& kernel = *winograd_kernel();
   const auto x_c = x.contiguous();
-  const auto w_c = weight.contiguous();
   const int64_t B = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3);
-  const int64_t Cout = rotated ? weight.size(1) : weight.size(0);
-  const int64_t packs = Cout / winograd::kOutputsPerPack;
+  const int64_t outputs = rotated ? weight.size(1) : weight.size(0);
+  const int64_t packs = (outputs + winograd::kOutputsPerPack - 1) / winograd::kOutputsPerPack;
+  const int64_t Cout = packs * winograd::kOutputsPerPack, padding = Cout - outputs;
+  // at::pad's list runs from the last dim: the output channels are dim 0, or dim 1 when rotated
+  const auto w_c = padding == 0 ? weight.contiguous()
+                   : at::constant_pad_nd(weight, rotated ? at::IntArrayRef{0, 0, 0, 0, 0, padding}
+                                                         : at::IntArrayRef{0, 0, 0, 0, 0, 0, 0, padding});
+  at::Tensor padded_bias;
+  if (bias != nullptr && padding > 0) {
+    padded_bias = at::constant_pad_nd(*bias, {0, padding});
+    bias = &padded_bias;
+  }
   auto U = at::empty({packs, 36, Cin, winograd::kOutputsPerPack}, x.options());
   at::parallel_for(0, packs, 1, [&](int64_t begin, int64_t end) {
-    winograd::pack_weights(w_c.const_data_ptr<float>(), weight.size(0), weight.size(1), rotated,
+    winograd::pack_weights(w_c.const_data_ptr<float>(), w_c.size(0), w_c.size(1), rotated,
                            U.mutable_data_ptr<float>(), begin, end);
   });
   auto y = at::empty({B, Cout, H, W}, x.options());
@@ -53,16 +64,17 @@ at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& weight, bool rot
                                   y.mutable_data_ptr<float>()};
   at::parallel_for(0, winograd::work_items(problem, kernel), 1,
                    [&](int64_t begin, int64_t end) { winograd::forward(problem, kernel, begin, end); });
-  return y;
+  return padding == 0 ? y : y.narrow(1, 0, outputs).contiguous();
 }
 #endif
 
 // Whether the Winograd kernel computes x ⋆ w with `outputs` output channels.
 bool winograd_applies(const at::Tensor& x, int64_t outputs) {
 #ifdef MCMRI_CPU_AVX2_BUILD
-  // Below 8 input channels or 8 pixels a side the transforms outweigh the saved multiply-adds.
-  return winograd_kernel() != nullptr && x.scalar_type() == at::kFloat &&
-         outputs % winograd::kOutputsPerPack == 0 && x.size(1) >= 8 && x.size(2) >= 8 && x.size(3) >= 8;
+  // Below 8 input channels or 8 pixels a side the transforms outweigh the saved multiply-adds; below 8
+  // outputs, the padding to a pack of 8 does.
+  return winograd_kernel() != nullptr && x.scalar_type() == at::kFloat && outputs >= winograd::kOutputsPerPack &&
+         x.size(1) >= 8 && x.size(2) >= 8 && x.size(3) >= 8;
 #else
   (void)x, (void)outputs;
   return false;

@@ -174,6 +174,19 @@ def reconstruction(output: Any) -> torch.Tensor:
     return output
 
 
+def magnitude_images(batch: dict, model: str, keys: tuple[str, ...] = ("zero_filled", "reference")) -> tuple:
+    """batch[key] for each key, checked to be real [B, 1, H, W] tensors (the magnitude images that the
+    papers' models take): ValueError for another shape, TypeError for complex images, naming the model."""
+    images = tuple(batch[key] for key in keys)
+    for name, image in zip(keys, images):
+        if not isinstance(image, torch.Tensor) or image.dim() != 4 or image.shape[1] != 1:
+            got = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+            raise ValueError(f"batch[{name!r}] must be [B, 1, H, W], got {got}")
+        if image.is_complex():
+            raise TypeError(f"{model} takes magnitude images (data magnitude=True), got complex batch[{name!r}]")
+    return images
+
+
 _REGISTRY: dict[str, ModelSpec] = {}
 
 

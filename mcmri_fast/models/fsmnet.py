@@ -48,7 +48,7 @@ from torch import nn
 
 from ..nn import CMSFusion, ConvPReLU, DownSample, FreqBlock, FSFusion, ResidualGroup, UpSample
 from ..reference.frequency import spectrum_to_polar
-from . import ModelSpec, register
+from . import ModelSpec, magnitude_images, register
 
 __all__ = ["FSMNet", "build_fsmnet", "fsmnet_loss"]
 
@@ -119,13 +119,7 @@ class FSMNet(nn.Module):
         self.fs_fusion = nn.ModuleList(FSFusion(channels, heads) for _ in range(2 * (2 * LEVELS + 1)))
 
     def forward(self, batch: dict) -> dict:
-        main, aux = batch["zero_filled"], batch["reference"]
-        for name, image in (("zero_filled", main), ("reference", aux)):
-            if not isinstance(image, torch.Tensor) or image.dim() != 4 or image.shape[1] != 1:
-                got = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-                raise ValueError(f"batch[{name!r}] must be [B, 1, H, W], got {got}")
-            if image.is_complex():
-                raise TypeError(f"FSMNet takes magnitude images (data magnitude=True), got complex batch[{name!r}]")
+        main, aux = magnitude_images(batch, "FSMNet")
         image, frequency_image = self.reconstruct(main, aux)
         return {"image": image, "frequency_image": frequency_image}
 

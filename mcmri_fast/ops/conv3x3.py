@@ -16,8 +16,9 @@ shares (the weight transform, the blocks of tiles); the vector code is AVX-512
 (conv3x3_winograd_avx512.cpp, 16 tiles a vector) on CPUs that have it, else AVX2 + FMA
 (conv3x3_winograd_avx2.cpp, 8 tiles a vector), as the library's CPU ISA (`mcmri_fast.cpu_isa`) allows.
 The weight's and bias's gradients are torch's (oneDNN). The kernel runs for float32 on CPUs with AVX2
-(and the caps allowing it), Co a multiple of 8, C ≥ 8 and planes at least 8 × 8; other inputs take
-torch's convolution inside the same op. Rounding: Winograd's transforms have coefficients up to 8, so
+(and the caps allowing it), Co ≥ 8 (computed in packs of 8: other counts are padded with zero kernels,
+IMA's 36 channels to 40), C ≥ 8 and planes at least 8 × 8; other inputs take torch's convolution inside
+the same op. Rounding: Winograd's transforms have coefficients up to 8, so
 the result's error is ~20× the direct convolution's, ~1e-5 of the output's largest value at C = 64
 (float32), as in the Winograd convolutions of cuDNN and oneDNN; both builds round alike.
 
@@ -74,8 +75,7 @@ def _validate(x, weight, bias):
 
 def winograd_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether the cpu backend computes conv3x3(x, weight) with its Winograd kernel (else torch's
-    convolution): float32, a CPU with AVX2 or AVX-512 (the caps allowing it), Co a multiple of 8,
-    C ≥ 8, H and W ≥ 8."""
+    convolution): float32, a CPU with AVX2 or AVX-512 (the caps allowing it), Co ≥ 8, C ≥ 8, H and W ≥ 8."""
     return x.device.type == "cpu" and bool(torch.ops.mcmri_fast.conv3x3_winograd_applies(x, weight))
 
 

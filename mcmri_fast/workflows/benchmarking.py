@@ -448,8 +448,13 @@ MODEL_BACKENDS: dict[str, tuple[str, ...]] = {
 }
 
 MODEL_SHAPES: dict[str, tuple] = {
-    "paper": tuple(("fsmnet", (), shape) for shape in ((1, 1, 240, 240), (4, 1, 240, 240), (4, 1, 320, 320))),
-    "small": (("fsmnet", (("channels", 8), ("heads", 2), ("resblocks", 1)), (1, 1, 32, 32)),),
+    "paper": tuple(("fsmnet", (), shape) for shape in ((1, 1, 240, 240), (4, 1, 240, 240), (4, 1, 320, 320)))
+    + tuple(("ima", (), shape) for shape in ((1, 1, 256, 256), (4, 1, 256, 256), (1, 1, 320, 320))),
+    "small": (
+        ("fsmnet", (("channels", 8), ("heads", 2), ("resblocks", 1)), (1, 1, 32, 32)),
+        ("ima", (("channels", 8), ("reference_channels", 6), ("stages", 4), ("csca_width", 6), ("csca_heads", 2)),
+         (1, 1, 32, 32)),
+    ),
 }
 
 
@@ -482,6 +487,8 @@ def build_model_case(case: ModelCase, device: torch.device | str, *, warmup: int
     loss_fn = make_loss(models.get_model_spec(case.model).loss)
     generator = torch.Generator().manual_seed(0)
     batch = {key: torch.randn(case.shape, generator=generator).to(device) for key in ("zero_filled", "reference", "target")}
+    # a column mask per sample, for the models with data consistency (the others ignore it)
+    batch["mask"] = column_mask(case.shape[-1], generator).expand(case.shape[0], -1).to(device)
     backends = MODEL_BACKENDS[case.provider]
     forward = model
     if case.provider == "compile":
