@@ -1,5 +1,5 @@
 """Benchmarks of mcmri_fast.ops.dcm_data_consistency (IMA's stage update, eqs. 15, 18, 19): provider x
-shape x mask x mode.
+shape x mask x mode; and of ops.dcm_schedule, computed (cache cleared) and looked up (cached).
 
 Shapes: "paper" = IMA's embeddings (C = 32 channels) at its sizes (IXI 256², batch 1 and 4; fastMRI knee
 320², batch 1), with a 1-D random 4x mask (the column path) and a 2-D radial 4x mask, the stage's
@@ -11,11 +11,12 @@ Built, warmed and timed by the `op_run` and `measure` fixtures (conftest.py).
 import dataclasses
 import math
 
+import pytest
 import torch
 
 from mcmri_fast import reference
 from mcmri_fast.data.masks import RadialMaskFunc, RandomMaskFunc
-from mcmri_fast.ops import dcm_data_consistency, dcm_schedule
+from mcmri_fast.ops import dcm, dcm_data_consistency, dcm_schedule
 from mcmri_fast.workflows import benchmarking
 
 
@@ -73,3 +74,22 @@ def test_dcm_data_consistency(case, bench_device, op_run, measure):
 
     run, setup_s = op_run(fused, eager, lambda: _inputs(case.shape, bench_device))
     measure(run, setup_s=setup_s, bytes_moved=_bytes_moved(case.shape, case.mode))
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["computed", "cached"])
+@pytest.mark.parametrize("kind", ["1d", "2d"])
+def test_dcm_schedule(benchmark, kind, cached):
+    """The 12-stage schedule of a 256 x 256 mask (a batch of 4 masks), computed from scratch or found in
+    the cache (a mask of the same content, another tensor: what a DataLoader hands the model). CPU masks:
+    the cache of other devices' masks is by tensor, which a new tensor misses."""
+    size = (4, 1, 256) if kind == "1d" else (4, 256, 256)
+    mask = torch.rand(size, generator=torch.Generator().manual_seed(0)) < 0.25
+    dcm_schedule(mask, 12)
+
+    def run():
+        if not cached:
+            dcm._SCHEDULES.clear()
+        return dcm_schedule(mask.clone(), 12)
+
+    benchmark.group = f"dcm_schedule 12 stages {kind}"
+    benchmark(run)

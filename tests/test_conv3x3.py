@@ -168,6 +168,21 @@ def test_gradcheck_and_opcheck():
         torch.library.opcheck(torch.ops.mcmri_fast.conv3x3_backward, (grad, x, weight, True, True, True, "cpu"))
 
 
+@pytest.mark.parametrize("batch", [1, 2])
+def test_padded_outputs_are_tensors_of_their_own(batch):
+    """Co = 36 is computed in packs of 8 and the padding dropped: the output is no view (an in-place ReLU
+    after it, as nn.ReLU(inplace=True) does, must work under autograd), and it is right."""
+    args, grad = _inputs((batch, 36, 36, 12, 11, True), seed=9)
+    leaves = [t.clone().requires_grad_() for t in args]
+    out = conv3x3(*leaves)
+    assert out._base is None and out.is_contiguous()
+    out.relu_()
+    grads = torch.autograd.grad(out, leaves, grad)
+    expected_out = reference.conv3x3(*args).relu()
+    torch.testing.assert_close(out.detach(), expected_out, atol=1e-4, rtol=1e-4)
+    assert all(g.shape == t.shape for g, t in zip(grads, args))
+
+
 @pytest.mark.parametrize("compile_backend", ["aot_eager", "inductor"])
 def test_compile_fullgraph(compile_backend):
     (x, weight, bias), grad = _inputs(CASES[0], seed=7)

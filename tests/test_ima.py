@@ -120,6 +120,18 @@ def test_fused_network_matches_the_reference_backend_in_float32(shape, mask):
     _assert_close_to(fused, exact, rtol=0, atol=1e-4, floor=_largest(exact))
 
 
+def test_paper_widths_on_the_fused_ops():
+    """The paper's widths (C = 36: Winograd with padded output packs; c = 32; CSCA's 112 channels in 4
+    heads), two stages, against the reference network: the output and every gradient, float32."""
+    torch.manual_seed(0)
+    model = IMA(stages=2)
+    batch = _batch((1, 1, 32, 24))
+    exact = _outputs_and_gradients(copy.deepcopy(model).double(), {k: v.double() if v.is_floating_point() else v
+                                                                  for k, v in batch.items()}, ("reference",))
+    fused = _outputs_and_gradients(model, batch, ("cpu", "reference"))
+    _assert_close_to(fused, exact, rtol=0, atol=1e-4, floor=_largest(exact))
+
+
 def test_ablations_keep_the_other_weights():
     """csca=False: the same parameters less the attentions'; dcm=False: the same parameters, another output
     (every stage blends with M⁰ alone)."""

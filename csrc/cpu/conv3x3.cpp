@@ -64,7 +64,11 @@ at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& weight, bool rot
                                   y.mutable_data_ptr<float>()};
   at::parallel_for(0, winograd::work_items(problem, kernel), 1,
                    [&](int64_t begin, int64_t end) { winograd::forward(problem, kernel, begin, end); });
-  return padding == 0 ? y : y.narrow(1, 0, outputs).contiguous();
+  if (padding == 0) return y;
+  // The output must be a tensor of its own, not a view (autograd forbids in-place ops on a custom op's
+  // views): with one sample the first `outputs` channels are the buffer's start, so shrink it in place.
+  if (B == 1) return y.resize_({B, outputs, H, W});
+  return y.narrow(1, 0, outputs).clone(at::MemoryFormat::Contiguous);
 }
 #endif
 
