@@ -55,6 +55,14 @@ inline void check_pair(const char* op, const char* name, const at::Tensor& t, at
   TORCH_CHECK(t.device() == like.device(), op, ": all tensors must be on ", like.device(), ", got ", t.device());
 }
 
+// coef: a contiguous [3] tensor (μ, α, λ) of the real dtype `real`, on `like`'s device.
+inline void check_coef(const char* op, const at::Tensor& coef, at::ScalarType real, const at::Tensor& like) {
+  TORCH_CHECK(coef.dim() == 1 && coef.size(0) == 3 && coef.scalar_type() == real && coef.is_contiguous(), op,
+              ": coef must be a contiguous [3] tensor of ", real, " (mu, alpha, lambda), got ", coef.sizes(), " ",
+              coef.scalar_type());
+  TORCH_CHECK(coef.device() == like.device(), op, ": all tensors must be on ", like.device(), ", got ", coef.device());
+}
+
 }  // namespace dcm_detail
 
 // x [B, C, H, W] float32 / float64 contiguous, and coef [3] of its dtype.
@@ -63,10 +71,7 @@ inline DcmSizes check_dcm_image_args(const char* op, const at::Tensor& x, const 
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, op,
               ": x must be float32 or float64, got ", x.scalar_type());
   TORCH_CHECK(x.is_contiguous(), op, ": x must be contiguous");
-  TORCH_CHECK(coef.dim() == 1 && coef.size(0) == 3 && coef.scalar_type() == x.scalar_type() && coef.is_contiguous(),
-              op, ": coef must be a contiguous [3] tensor of x's dtype (mu, alpha, lambda), got ", coef.sizes(), " ",
-              coef.scalar_type());
-  TORCH_CHECK(coef.device() == x.device(), op, ": all tensors must be on ", x.device(), ", got ", coef.device());
+  dcm_detail::check_coef(op, coef, x.scalar_type(), x);
   const int64_t W = x.size(3);
   return {x.size(0), x.size(1), x.size(2), W, W / 2 + 1, 1, 1};
 }
@@ -106,10 +111,7 @@ inline DcmSizes check_dcm_spectrum_args(const char* op, const at::Tensor& spec, 
 inline DcmSizes check_dcm_blend_args(const char* op, const at::Tensor& spec, const at::Tensor& mask0,
                                      const at::Tensor& mask_u, const at::Tensor& coef) {
   const auto s = check_dcm_spectrum_args(op, spec, true, mask0, mask_u);
-  const auto real = spec.scalar_type() == at::kComplexFloat ? at::kFloat : at::kDouble;
-  TORCH_CHECK(coef.dim() == 1 && coef.size(0) == 3 && coef.scalar_type() == real && coef.is_contiguous(), op,
-              ": coef must be a contiguous [3] tensor of ", real, ", got ", coef.sizes(), " ", coef.scalar_type());
-  TORCH_CHECK(coef.device() == spec.device(), op, ": all tensors must be on ", spec.device(), ", got ", coef.device());
+  dcm_detail::check_coef(op, coef, spec.scalar_type() == at::kComplexFloat ? at::kFloat : at::kDouble, spec);
   return s;
 }
 

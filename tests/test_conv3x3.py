@@ -18,7 +18,7 @@ CPU = [pytest.param("cpu", "cpu", id="cpu")]
 
 # (B, C, Co, H, W, bias): odd sizes, C in {8, 12, 36, 64}; 70 columns are 18 tiles per tile row, two groups
 # of 16 (AVX-512) or three of 8 (AVX2), so groups inside the plane and one crossing its right edge both
-# run; 36 and 12 outputs (IMA's width; the backward to x of C = 12) are padded to packs of 8; the last
+# run; 36 and 12 outputs (IMA's width; the backward to x of C = 12) fill their last pack of 8 partly; the last
 # case takes torch's convolution on the cpu backend (C < 8, Co < 8)
 CASES = [
     (1, 8, 16, 9, 13, True),
@@ -170,7 +170,7 @@ def test_gradcheck_and_opcheck():
 
 @pytest.mark.parametrize("batch", [1, 2])
 def test_padded_outputs_are_tensors_of_their_own(batch):
-    """Co = 36 is computed in packs of 8 and the padding dropped: the output is no view (an in-place ReLU
+    """Co = 36 is computed in packs of 8, the last one partly unused: the output is no view (an in-place ReLU
     after it, as nn.ReLU(inplace=True) does, must work under autograd), and it is right."""
     args, grad = _inputs((batch, 36, 36, 12, 11, True), seed=9)
     leaves = [t.clone().requires_grad_() for t in args]

@@ -364,7 +364,7 @@ def test_empty_batch(backend, device):
     [
         (lambda a: a.update(x=a["x"][0]), ValueError, r"x must be \[B, C, H, W\]"),
         (lambda a: a.update(z=a["z"][:, :1]), ValueError, "z must have x's shape"),
-        (lambda a: a.update(g=a["g"].to(torch.complex64)), TypeError, "g must be a real floating tensor"),
+        (lambda a: a.update(g=a["g"].to(torch.complex64)), TypeError, "g must be float32, float64, float16 or bfloat16"),
         (lambda a: a.update(r=a["r"].numpy()), TypeError, "r must be a torch.Tensor"),
         (lambda a: a.update(mask=torch.ones(5, dtype=torch.bool)), ValueError, r"mask must be \[W\]"),
         (lambda a: a.update(dilated_mask=torch.ones(3, 3)), ValueError, r"dilated_mask must be \[W\]"),

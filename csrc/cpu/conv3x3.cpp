@@ -28,34 +28,26 @@ const winograd::Kernel* winograd_kernel() {
 }
 
 // y = x ⋆ w (+ bias) by the Winograd kernel; rotated: by the kernels of the backward to x instead. The
-// kernel computes packs of kOutputsPerPack output channels: other counts are padded with zero kernels
-// (and biases) to the next pack, and the padding's outputs dropped by one copy of the output.
+// kernel computes whole packs of kOutputsPerPack outputs: the last pack of another count holds zero
+// kernels past the outputs, whose results are not stored.
 at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& weight, bool rotated, const at::Tensor* bias) {
   const winograd::Kernel& kernel = *winograd_kernel();
   const auto x_c = x.contiguous();
+  const auto w_c = weight.contiguous();
   const int64_t B = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t outputs = rotated ? weight.size(1) : weight.size(0);
   const int64_t packs = (outputs + winograd::kOutputsPerPack - 1) / winograd::kOutputsPerPack;
-  const int64_t Cout = packs * winograd::kOutputsPerPack, padding = Cout - outputs;
-  // at::pad's list runs from the last dim: the output channels are dim 0, or dim 1 when rotated
-  const auto w_c = padding == 0 ? weight.contiguous()
-                   : at::constant_pad_nd(weight, rotated ? at::IntArrayRef{0, 0, 0, 0, 0, padding}
-                                                         : at::IntArrayRef{0, 0, 0, 0, 0, 0, 0, padding});
-  at::Tensor padded_bias;
-  if (bias != nullptr && padding > 0) {
-    padded_bias = at::constant_pad_nd(*bias, {0, padding});
-    bias = &padded_bias;
-  }
   auto U = at::empty({packs, 36, Cin, winograd::kOutputsPerPack}, x.options());
   at::parallel_for(0, packs, 1, [&](int64_t begin, int64_t end) {
-    winograd::pack_weights(w_c.const_data_ptr<float>(), w_c.size(0), w_c.size(1), rotated,
+    winograd::pack_weights(w_c.const_data_ptr<float>(), weight.size(0), weight.size(1), rotated,
                            U.mutable_data_ptr<float>(), begin, end);
   });
-  auto y = at::empty({B, Cout, H, W}, x.options());
+  auto y = at::empty({B, outputs, H, W}, x.options());
   const std::optional<at::Tensor> bias_c = bias == nullptr ? std::nullopt : std::optional(bias->contiguous());
   const winograd::Problem problem{B,
                                   Cin,
-                                  Cout,
+                                  packs * winograd::kOutputsPerPack,
+                                  outputs,
                                   H,
                                   W,
                                   x_c.const_data_ptr<float>(),
@@ -64,11 +56,7 @@ at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& weight, bool rot
                                   y.mutable_data_ptr<float>()};
   at::parallel_for(0, winograd::work_items(problem, kernel), 1,
                    [&](int64_t begin, int64_t end) { winograd::forward(problem, kernel, begin, end); });
-  if (padding == 0) return y;
-  // The output must be a tensor of its own, not a view (autograd forbids in-place ops on a custom op's
-  // views): with one sample the first `outputs` channels are the buffer's start, so shrink it in place.
-  if (B == 1) return y.resize_({B, outputs, H, W});
-  return y.narrow(1, 0, outputs).clone(at::MemoryFormat::Contiguous);
+  return y;
 }
 #endif
 
@@ -76,7 +64,7 @@ at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& weight, bool rot
 bool winograd_applies(const at::Tensor& x, int64_t outputs) {
 #ifdef MCMRI_CPU_AVX2_BUILD
   // Below 8 input channels or 8 pixels a side the transforms outweigh the saved multiply-adds; below 8
-  // outputs, the padding to a pack of 8 does.
+  // outputs, the unused part of the one pack does.
   return winograd_kernel() != nullptr && x.scalar_type() == at::kFloat && outputs >= winograd::kOutputsPerPack &&
          x.size(1) >= 8 && x.size(2) >= 8 && x.size(3) >= 8;
 #else

@@ -46,7 +46,7 @@ void pack_weights(const float* w, int64_t Cout_w, int64_t Cin_w, bool rotated, f
   // G of F(4×4, 3×3); each U = G·w·Gᵀ is formed in double and rounded once
   static constexpr double G[6][3] = {{1. / 4, 0, 0},           {-1. / 6, -1. / 6, -1. / 6}, {-1. / 6, 1. / 6, -1. / 6},
                                      {1. / 24, 1. / 12, 1. / 6}, {1. / 24, -1. / 12, 1. / 6}, {0, 0, 1}};
-  const int64_t inputs = rotated ? Cout_w : Cin_w;
+  const int64_t inputs = rotated ? Cout_w : Cin_w, outputs = rotated ? Cin_w : Cout_w;
   for (int64_t pack = pack_begin; pack < pack_end; ++pack) {
     for (int64_t ci = 0; ci < inputs; ++ci) {
       for (int r = 0; r < CO; ++r) {
@@ -54,7 +54,9 @@ void pack_weights(const float* w, int64_t Cout_w, int64_t Cin_w, bool rotated, f
         double tap[3][3], half[6][3];
         for (int a = 0; a < 3; ++a)
           for (int b = 0; b < 3; ++b)
-            tap[a][b] = rotated ? w[((ci * Cin_w + co) * 3 + 2 - a) * 3 + 2 - b] : w[((co * Cin_w + ci) * 3 + a) * 3 + b];
+            tap[a][b] = co >= outputs ? 0.0
+                        : rotated     ? w[((ci * Cin_w + co) * 3 + 2 - a) * 3 + 2 - b]
+                                      : w[((co * Cin_w + ci) * 3 + a) * 3 + b];
         for (int i = 0; i < 6; ++i)
           for (int b = 0; b < 3; ++b) half[i][b] = G[i][0] * tap[0][b] + G[i][1] * tap[1][b] + G[i][2] * tap[2][b];
         for (int i = 0; i < 6; ++i)
@@ -76,6 +78,8 @@ void forward(const Problem& p, const Kernel& kernel, int64_t begin, int64_t end)
   };
   const std::unique_ptr<float, Free> V(static_cast<float*>(std::aligned_alloc(64, sizeof(float) * 36 * p.Cin * TB)));
   const std::unique_ptr<float, Free> M(static_cast<float*>(std::aligned_alloc(64, sizeof(float) * 36 * CO * TB)));
+  // Where the last pack's channels past the outputs are written, and thrown away.
+  const std::unique_ptr<float[]> discard(p.Cout > p.outputs ? new float[p.H * p.W] : nullptr);
   if (V == nullptr || M == nullptr) throw std::bad_alloc();
   for (int64_t item = begin; item < end; ++item) {
     const int64_t b = item / t.blocks_per_sample, first_group = (item % t.blocks_per_sample) * kernel.groups;
@@ -95,8 +99,13 @@ void forward(const Problem& p, const Kernel& kernel, int64_t begin, int64_t end)
     for (int64_t pack = 0; pack < p.Cout / CO; ++pack) {
       kernel.products(V.get(), p.U + pack * 36 * p.Cin * CO, p.Cin, M.get());
       float* planes[CO];
-      for (int r = 0; r < CO; ++r) planes[r] = p.y + (b * p.Cout + pack * CO + r) * p.H * p.W;
-      const float* bias = p.bias == nullptr ? nullptr : p.bias + pack * CO;
+      float pack_bias[CO];
+      for (int r = 0; r < CO; ++r) {
+        const int64_t o = pack * CO + r;
+        planes[r] = o < p.outputs ? p.y + (b * p.outputs + o) * p.H * p.W : discard.get();
+        pack_bias[r] = p.bias != nullptr && o < p.outputs ? p.bias[o] : 0.f;
+      }
+      const float* bias = p.bias == nullptr ? nullptr : pack_bias;
       for (int k = 0; k < groups; ++k) {
         kernel.output_transform(M.get() + k * kernel.lanes, planes, bias, p.H, p.W, group(t, kernel, first_group + k));
       }

@@ -10,17 +10,18 @@
 
 namespace mcmri_fast::cpu::winograd {
 
-// Output channels per weight pack: Cout must be a multiple of it.
+// Output channels per weight pack: the kernel computes whole packs.
 constexpr int64_t kOutputsPerPack = 8;
 
 // The weights transformed, U = G·w·Gᵀ per (o, i), packed [Cout / 8, 36, Cin, 8] (36 = the 6×6 points
-// of a tile, 8 = outputs of a pack), float32.
+// of a tile, 8 = outputs of a pack), float32. Cout: the outputs rounded up to a whole pack; the last
+// pack's kernels past `outputs` are zero and their results are not stored.
 struct Problem {
-  int64_t B, Cin, Cout, H, W;
+  int64_t B, Cin, Cout, outputs, H, W;
   const float* x;     // [B, Cin, H, W], contiguous
   const float* U;     // packed as above
-  const float* bias;  // [Cout] or nullptr
-  float* y;           // [B, Cout, H, W], contiguous
+  const float* bias;  // [outputs] or nullptr
+  float* y;           // [B, outputs, H, W], contiguous
 };
 
 // Every kernel needs at least the AVX2 build (the AVX-512 one has the same condition).
@@ -55,7 +56,7 @@ const Kernel& avx2_kernel();
 
 // Writes packs [pack_begin, pack_end) of U from the 3×3 kernels w [Cout_w, Cin_w, 3, 3] (contiguous):
 // the convolution's own (outputs = Cout_w) or, rotated, those of its backward to x (the kernels turned
-// by 180° with inputs and outputs swapped: outputs = Cin_w).
+// by 180° with inputs and outputs swapped: outputs = Cin_w). Pack entries past the outputs are zero.
 void pack_weights(const float* w, int64_t Cout_w, int64_t Cin_w, bool rotated, float* U, int64_t pack_begin,
                   int64_t pack_end);
 // The work items the parallel loop splits: (sample, block of tiles) pairs.

@@ -16,8 +16,8 @@ shares (the weight transform, the blocks of tiles); the vector code is AVX-512
 (conv3x3_winograd_avx512.cpp, 16 tiles a vector) on CPUs that have it, else AVX2 + FMA
 (conv3x3_winograd_avx2.cpp, 8 tiles a vector), as the library's CPU ISA (`mcmri_fast.cpu_isa`) allows.
 The weight's and bias's gradients are torch's (oneDNN). The kernel runs for float32 on CPUs with AVX2
-(and the caps allowing it), Co ≥ 8 (computed in packs of 8: other counts are padded with zero kernels,
-IMA's 36 channels to 40), C ≥ 8 and planes at least 8 × 8; other inputs take torch's convolution inside
+(and the caps allowing it), Co ≥ 8 (computed in packs of 8: the last pack of another count, IMA's 36
+channels, holds zero kernels whose results are not stored), C ≥ 8 and planes at least 8 × 8; other inputs take torch's convolution inside
 the same op. Rounding: Winograd's transforms have coefficients up to 8, so
 the result's error is ~20× the direct convolution's, ~1e-5 of the output's largest value at C = 64
 (float32), as in the Winograd convolutions of cuDNN and oneDNN; both builds round alike.

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import reference
-from ._checks import canonical_mask
+from ._checks import canonical_mask, promoted_float_dtype
 from ._fused import FusedOp
 
 __all__ = ["dcm_schedule", "dcm_data_consistency"]
@@ -237,19 +237,13 @@ def _validate(x, z, g, r, mask, dilated_mask, step, alpha, lam):
     """Checks the arguments; returns x, z, g, r in one real dtype, both masks bool [Bm, Hm, W] of one
     shape, and (μ, α, λ) as one-element tensors of that dtype."""
     images = {"x": x, "z": z, "g": g, "r": r}
-    for name, t in images.items():
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if not t.is_floating_point():
-            raise TypeError(f"{name} must be a real floating tensor, got dtype {t.dtype}")
-        if t.device != x.device:
-            raise ValueError(f"{name} must be on x's device {x.device}, got {t.device}")
+    # the FFTs compute half precision in float32
+    dtype = torch.promote_types(promoted_float_dtype(images), torch.float32)
     if x.dim() != 4:
         raise ValueError(f"x must be [B, C, H, W], got shape {tuple(x.shape)}")
     for name, t in images.items():
         if t.shape != x.shape:
             raise ValueError(f"{name} must have x's shape {tuple(x.shape)}, got {tuple(t.shape)}")
-    dtype = torch.float64 if any(t.dtype == torch.float64 for t in images.values()) else torch.float32
     B, _, H, W = x.shape
     masks = []
     for name, m in (("mask", mask), ("dilated_mask", dilated_mask)):
