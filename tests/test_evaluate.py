@@ -1,7 +1,9 @@
 """Tests of mcmri_fast.workflows.evaluate: evaluation of "zero_filled" (no checkpoint) and of a trained
 checkpoint, the files it writes (metrics.csv per volume, summary.json, PNG panels), its metrics against
 a direct computation with mcmri_fast.metrics, the PNG writer against Pillow's decoder, fastMRI-style
-HDF5 reconstructions read back with h5py, and refused checkpoints (another model's, corrupt)."""
+HDF5 reconstructions read back with h5py, refused checkpoints (another model's, corrupt), and the
+alignment panels of a model that estimates displacement fields (a tiny test model, registered for the
+test only)."""
 from __future__ import annotations
 
 import csv
@@ -15,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from mcmri_fast import metrics
+from mcmri_fast import metrics, models
 from mcmri_fast.data import builtin
 from mcmri_fast.data.datasets import BuiltinDataset, PairedH5Dataset
 from mcmri_fast.data.formats import write_paired_h5
@@ -23,12 +25,21 @@ from mcmri_fast.data.masks import mask_func
 from mcmri_fast.data.transforms import MaskSampler
 from mcmri_fast.models import build_model
 from mcmri_fast.workflows.common import CheckpointError, load_checkpoint
-from mcmri_fast.workflows.evaluate import evaluate, panel_image, panel_layout, reconstruct, write_png
+from mcmri_fast.workflows.evaluate import (
+    alignment_panel_image,
+    alignment_panel_layout,
+    evaluate,
+    panel_image,
+    panel_layout,
+    reconstruct,
+    write_png,
+)
 from mcmri_fast.workflows.train import TrainConfig, train
 
 MASK_KWARGS = {"center_fractions": [0.08], "accelerations": [4]}
 METRICS = ("nmse", "psnr", "ssim", "mae")
-SUMMARY_KEYS = {"model", "checkpoint", "data", "device", "volumes", "slices", "metrics", "time_per_slice_ms", "metrics_csv", "panels"}
+SUMMARY_KEYS = {"model", "checkpoint", "data", "device", "volumes", "slices", "metrics", "time_per_slice_ms", "metrics_csv", "panels",
+                "alignment_panels"}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
@@ -61,6 +72,17 @@ def _png_size(path: Path) -> tuple[int, int]:
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
     return struct.unpack(">II", data[16:24])
+
+
+def _read_png(path: Path) -> np.ndarray:
+    """The pixels of a PNG that write_png wrote (RGB, one IDAT chunk, filter 0), decoded by hand."""
+    width, height = _png_size(path)
+    data = path.read_bytes()
+    length = struct.unpack(">I", data[33:37])[0]
+    assert data[25] == 2 and data[37:41] == b"IDAT"  # colour type RGB
+    rows = np.frombuffer(zlib.decompress(data[41 : 41 + length]), np.uint8).reshape(height, -1)
+    assert (rows[:, 0] == 0).all()
+    return rows[:, 1:].reshape(height, width, 3)
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +130,7 @@ def test_zero_filled_on_the_builtin_test_split(tmp_path):
         assert summary["metrics"][name] == {"mean": pytest.approx(direct[name], rel=1e-7), "std": 0.0}
 
     assert summary["panels"] == ["builtin-test_s008.png"]  # the middle slice by default
+    assert summary["alignment_panels"] == [] and not list((tmp_path / "panels").glob("*_alignment.png"))  # no fields
     # five 256-pixel images 2 apart, the colour bar and its labels; titles above, three lines of text below
     assert _png_size(tmp_path / "panels" / "builtin-test_s008.png") == (1358, 28 + 256 + 6 + 3 * 22)
 
@@ -144,7 +167,7 @@ def test_checkpoint_on_paired_volumes(tmp_path, checkpoint, paired_data):
 
     # slices 0 and -1 of every volume; no volume has 6 slices
     expected = ["case0_s000.png", "case0_s002.png", "case1_s000.png", "case1_s003.png", "case2_s000.png", "case2_s001.png"]
-    assert summary["panels"] == expected
+    assert summary["panels"] == expected and summary["alignment_panels"] == []
     assert sorted(p.name for p in (tmp_path / "panels").iterdir()) == expected
     layout = panel_layout((64, 64), ("reference (t1)", "zero-filled", "reconstruction", "target (t2)", "|error|"))
     height = layout["top"] + 64 + 3 + 3 * 11  # text at scale 1: lines of 8 pixels, 3 apart
@@ -304,3 +327,131 @@ def test_panel_font_has_a_distinct_glyph_per_character():
     assert _text_mask("T2", 1).shape == (8, 11)
     np.testing.assert_array_equal(_text_mask("T2", 2), _text_mask("t2", 2))  # drawn lowercased
     np.testing.assert_array_equal(_text_mask("é", 1), _GLYPH_MASKS["?"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Alignment panels (models that estimate displacement fields)
+
+
+class _Aligner(torch.nn.Module):
+    """A model that "estimates displacement fields" (tests): the zero-filled image as its reconstruction,
+    the reference shifted by one pixel along x as the aligned reference, and a constant field of
+    (slice + 1, 2) pixels; with fields=False a dict output with the reconstruction only."""
+
+    def __init__(self, fields: bool = True):
+        super().__init__()
+        self.fields = fields
+
+    def forward(self, batch: dict) -> dict:
+        if not self.fields:
+            return {"image": batch["zero_filled"]}
+        reference = batch["reference"]
+        return {"image": batch["zero_filled"], "aligned": torch.roll(reference, 1, dims=-1),
+                "flow": _constant_flow(batch["slice"], tuple(reference.shape[-2:])).to(reference.device)}
+
+
+def _constant_flow(slices: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """[B, 2, H, W]: x displacement slice + 1, y displacement 2, everywhere."""
+    values = torch.stack([torch.as_tensor(slices).float() + 1, torch.full((len(slices),), 2.0)], dim=1)
+    return values[:, :, None, None].expand(-1, -1, *size).clone()
+
+
+@pytest.fixture
+def aligner_models(monkeypatch) -> tuple[str, str]:
+    """The names of two untrained test models registered for one test: "test_aligner" (with fields) and
+    "test_dict_output" (a dict output without them); the registry is restored afterwards."""
+    monkeypatch.setattr(models, "_REGISTRY", dict(models._REGISTRY))
+    names = ("test_aligner", "test_dict_output")
+    for name, fields in zip(names, (True, False)):
+        models.register(models.ModelSpec(
+            name=name, build=lambda fields=fields: _Aligner(fields), config={}, loss="l1",
+            data={"magnitude": True, "normalization": None}, optimizer={"name": "adam", "lr": 1e-3},
+            schedule={"name": "none"}, epochs=0, batch_size=1, trainable=False, description="a test model"))
+    return names
+
+
+ALIGNMENT_TITLES = ("reference (t1)", "aligned (t1)", "|flow| (px)")
+
+
+def test_alignment_panels_of_a_model_with_displacement_fields(tmp_path, aligner_models, paired_data):
+    aligner, dict_output = aligner_models
+    options = dict(dataset="paired_h5", data=paired_data, target="t2", reference="t1", slices_to_plot=(0, -1),
+                   batch_size=3, progress=False)  # batches of 3 span the volumes of 3, 4 and 2 slices
+    summary = evaluate(aligner, tmp_path / "aligner", **options)
+    expected = ["case0_s000", "case0_s002", "case1_s000", "case1_s003", "case2_s000", "case2_s001"]
+    assert summary["panels"] == [f"{stem}.png" for stem in expected]
+    assert summary["alignment_panels"] == [f"{stem}_alignment.png" for stem in expected]
+    panels_dir = tmp_path / "aligner" / "panels"
+    assert sorted(p.name for p in panels_dir.iterdir()) == sorted(summary["panels"] + summary["alignment_panels"])
+    assert json.loads((tmp_path / "aligner" / "summary.json").read_text())["alignment_panels"] == summary["alignment_panels"]
+
+    # each is the panel of its own slice: the dataset's reference, shifted, and the slice's field
+    layout = alignment_panel_layout((64, 64), ALIGNMENT_TITLES)
+    height = layout["top"] + 64 + 3 + 3 * 11  # text at scale 1: the caption and two lines of ranges
+    references = _stack_volumes(PairedH5Dataset(paired_data, _volume_masks(), target="t2", reference="t1",
+                                                normalization=None), "reference")
+    for stem in expected:
+        volume, index = stem.split("_s")
+        reference = references[f"{volume}.h5"][int(index)]
+        flow = _constant_flow(torch.tensor([int(index)]), (64, 64))[0]
+        direct = alignment_panel_image(reference, torch.roll(reference, 1, dims=-1), flow, titles=ALIGNMENT_TITLES,
+                                       caption=f"{aligner}: {volume}, slice {int(index)}")
+        path = panels_dir / f"{stem}_alignment.png"
+        assert _png_size(path) == (layout["width"], height)
+        np.testing.assert_array_equal(_read_png(path), direct)
+    panel = _read_png(panels_dir / "case1_s003_alignment.png")
+    before, after, magnitude = _panel_tiles(panel, layout)
+    np.testing.assert_array_equal(after, np.roll(before, 1, axis=1))  # one display range before and after
+    assert (magnitude == (252, 255, 164)).all()  # a constant |flow|: its max, the scale's top colour everywhere
+
+    # models without fields, a dict output among them: no alignment panels, the same scores
+    plain = evaluate(dict_output, tmp_path / "dict_output", **options)
+    assert plain["panels"] == summary["panels"] and plain["alignment_panels"] == []
+    assert not list((tmp_path / "dict_output" / "panels").glob("*_alignment.png"))
+    assert plain["metrics"] == summary["metrics"]
+    zero_filled = evaluate("zero_filled", tmp_path / "zero_filled", **options)
+    assert zero_filled["alignment_panels"] == [] and zero_filled["metrics"] == summary["metrics"]
+
+
+def test_alignment_panel_layout_and_display_ranges():
+    reference = torch.linspace(-1, 3, 256 * 256).reshape(256, 256)
+    aligned = reference.flip(0) * 2  # beyond the reference's range: clipped at its max
+    flow = torch.zeros(2, 256, 256)
+    flow[0, :, 128:] = 3.0
+    flow[1, :, 128:] = 4.0  # |flow| 5 px on the right half, 0 on the left
+    panel = alignment_panel_image(reference, aligned, flow, caption="test: case, slice 0")
+    layout = alignment_panel_layout((256, 256))
+    assert layout["scale"] == 2 and layout["lefts"] == [0, 258, 516]  # 256-pixel columns 2 apart: the titles fit
+    assert panel.shape == (layout["top"] + 256 + 6 + 3 * 22, layout["width"], 3)
+    before, after, magnitude = _panel_tiles(panel, layout)
+    for tile in (before, after):
+        assert (tile == tile[..., :1]).all()  # gray
+    np.testing.assert_array_equal(before[..., 0], np.round((reference.double().numpy() + 1) / 4 * 255).astype(np.uint8))
+    np.testing.assert_array_equal(after[..., 0], np.round(np.clip((aligned.double().numpy() + 1) / 4, 0, 1) * 255).astype(np.uint8))
+    assert (magnitude[:, :128] == (0, 0, 4)).all() and (magnitude[:, 128:] == (252, 255, 164)).all()
+    # titles above each image, the colour bar at the right, the caption and the ranges below
+    top, bar, scale = layout["top"], layout["bar"], layout["scale"]
+    for first, width in layout["columns"]:
+        assert _inked(panel[:top, first : first + width])
+    strip = panel[top : top + 256, bar : bar + 6 * scale]
+    assert tuple(strip[0, 0]) == (252, 255, 164) and tuple(strip[-1, 0]) == (0, 0, 4)
+    assert _inked(panel[top : top + 256, bar + 6 * scale :]) and _inked(panel[top + 256 :])
+    # a field of 0 everywhere: drawn at the scale's bottom (the range guarded), the ranges still stated
+    still = alignment_panel_image(reference, reference, torch.zeros(2, 256, 256))
+    assert (_panel_tiles(still, layout)[2] == (0, 0, 4)).all() and still.shape[0] == panel.shape[0] - (8 + 3) * scale
+    # the footer states the field's range: a different max draws differently there only
+    other = alignment_panel_image(reference, aligned, flow * 2, caption="test: case, slice 0")
+    differs = (other != panel).any(axis=-1)
+    assert differs[top + 256 :].any() and not differs[: top + 256].any()
+    with pytest.raises(ValueError, match=r"flow \[2, H, W\]"):
+        alignment_panel_image(reference, aligned, flow[:1])
+    with pytest.raises(ValueError, match="three lines"):
+        alignment_panel_layout((256, 256), ("a", "b"))
+
+
+def test_a_model_with_misshapen_fields_is_refused(tmp_path, monkeypatch, aligner_models):
+    aligner = aligner_models[0]
+    forward = _Aligner.forward
+    monkeypatch.setattr(_Aligner, "forward", lambda self, batch: {**forward(self, batch), "flow": forward(self, batch)["flow"][:, :1]})
+    with pytest.raises(ValueError, match=f"model '{aligner}': 'aligned' must be .*'flow' real"):
+        evaluate(aligner, tmp_path, crop=32, progress=False)

@@ -12,19 +12,13 @@
 
 #include "../dcm.h"
 #include "cuda_types.h"
+#include "grid_stride.cuh"
 
 namespace mcmri_fast::cuda {
 namespace {
 
-constexpr int kThreads = 256;
 constexpr int kItems = 8;  // elements per thread and chunk of the backward
 constexpr int64_t kChunk = int64_t(kThreads) * kItems;
-constexpr int64_t kMaxBlocks = 65535;
-
-unsigned blocks_for(int64_t n) { return unsigned(std::min((n + kThreads - 1) / kThreads, kMaxBlocks)); }
-
-#define MCMRI_GRID_STRIDE(e, n) \
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < (n); e += int64_t(gridDim.x) * blockDim.x)
 
 template <typename T>
 __global__ void prologue_kernel(int64_t n, const T* __restrict__ x, const T* __restrict__ z, const T* __restrict__ g,

@@ -9,6 +9,7 @@ from .downsample import unshuffle_downsample
 from .frequency import frequency_epilogue, polar_to_spectrum, spectrum_to_polar
 from .gated_fusion import gated_fusion
 from .prelu import prelu
+from .warp import warp
 
 __all__ = [
     "channel_attention",
@@ -26,4 +27,5 @@ __all__ = [
     "prelu",
     "spectrum_to_polar",
     "unshuffle_downsample",
+    "warp",
 ]

@@ -5,7 +5,10 @@ HDF5 reconstructions.
 - `evaluate(model, out_dir, ...)` writes `<out_dir>/metrics.csv` (one row per volume: NMSE, PSNR, SSIM,
   MAE), `<out_dir>/summary.json` (mean ± std per metric over the volumes, the model, the checkpoint,
   the data, the reconstruction time per slice) and `<out_dir>/panels/<volume>_s<slice>.png` (reference,
-  zero-filled, reconstruction, target, |error| side by side), and returns the summary.
+  zero-filled, reconstruction, target, |error| side by side), and returns the summary. For a model that
+  estimates displacement fields it also writes `<out_dir>/panels/<volume>_s<slice>_alignment.png` per
+  drawn slice (the reference before and after alignment, the field's magnitude), listed under the
+  summary's "alignment_panels" ("panels" lists the first kind only; both lists are always there).
 - `reconstruct(model, out, ...)` writes one HDF5 file per volume, named after its input file, holding
   "reconstruction" float32 [S, H, W] with attrs model, checkpoint, acceleration (fastMRI's layout).
 
@@ -26,6 +29,15 @@ normalised) on its own [min, max]; the error |reconstruction − target| in colo
 20 % of the target slice max, the same fraction for every model, so panels compare, with a colour bar
 in % of that max; a line below states the ranges in the data's units and the share of error pixels
 above the scale's top.
+
+Alignment panels: a model estimates displacement fields when its forward returns a dict that holds,
+besides the reconstruction under "image", "aligned" (the reference warped onto the target, real
+[B, 1, H, W], in batch["reference"]'s units) and "flow" (real [B, 2, H, W]: the x then the y
+displacement, in pixels); other models' outputs are used as before. The panel, drawn the same way,
+shows the reference and the aligned reference in gray on one display range (the reference's own
+[min, max], as in the first panel) and |flow| = sqrt(flow_x² + flow_y²) in colour (inferno) from 0 to
+its max over the slice (any range when that is 0), with a colour bar in % of that max, titles above,
+and below the caption and lines stating the ranges ("|flow| 0 to 3.2 px").
 """
 from __future__ import annotations
 
@@ -62,7 +74,8 @@ from .common import (
     volume_metrics,
 )
 
-__all__ = ["evaluate", "reconstruct", "write_png", "panel_image", "panel_layout", "CheckpointError"]
+__all__ = ["evaluate", "reconstruct", "write_png", "panel_image", "panel_layout", "alignment_panel_image",
+           "alignment_panel_layout", "CheckpointError"]
 
 logger = logging.getLogger(__name__)
 
@@ -167,8 +180,9 @@ _GLYPH_HEIGHT = 8
 _TEXT_PAD = 3
 _BAR_WIDTH = 6
 _PANEL_TITLES = ("reference", "zero-filled", "reconstruction", "target", "|error|")
-# The error map's colour scale: inferno's colours at 0, 1/4, 1/2, 3/4, 1, linearly interpolated.
-_ERROR_COLORS = np.array([(0, 0, 4), (87, 16, 110), (188, 55, 84), (249, 142, 9), (252, 255, 164)], np.float64)
+# The colour scale of the error map and the flow magnitude: inferno's colours at 0, 1/4, 1/2, 3/4, 1,
+# linearly interpolated.
+_SCALE_COLORS = np.array([(0, 0, 4), (87, 16, 110), (188, 55, 84), (249, 142, 9), (252, 255, 164)], np.float64)
 
 
 def _text_mask(text: str, scale: int) -> np.ndarray:
@@ -189,12 +203,72 @@ def _draw_text(canvas: np.ndarray, text: str, top: int, left: int, scale: int) -
         canvas[top : top + height, left : left + width][mask[:height, :width]] = 0
 
 
-def _error_colors(fraction: np.ndarray) -> np.ndarray:
-    """Values in [0, 1] -> uint8 RGB [..., 3] on the error map's colour scale."""
-    position = np.clip(fraction, 0, 1) * (len(_ERROR_COLORS) - 1)
-    low = np.minimum(position.astype(np.int64), len(_ERROR_COLORS) - 2)
+def _colour_scale(fraction: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] -> uint8 RGB [..., 3] on the panels' colour scale (inferno; NaN draws as 0)."""
+    position = np.nan_to_num(np.clip(fraction, 0, 1), nan=0.0) * (len(_SCALE_COLORS) - 1)
+    low = np.minimum(position.astype(np.int64), len(_SCALE_COLORS) - 2)
     weight = (position - low)[..., None]
-    return np.round(_ERROR_COLORS[low] * (1 - weight) + _ERROR_COLORS[low + 1] * weight).astype(np.uint8)
+    return np.round(_SCALE_COLORS[low] * (1 - weight) + _SCALE_COLORS[low + 1] * weight).astype(np.uint8)
+
+
+def _gray_tile(image: torch.Tensor, low: float, high: float) -> np.ndarray:
+    """A gray RGB tile [H, W, 3] of a real image on the display range [low, high]."""
+    return np.repeat(_to_uint8(image, low, high)[..., None], 3, axis=2)
+
+
+def _layout(image_size: Sequence[int], titles: Sequence[str], tick_labels: Sequence[str],
+            widest_lines: Sequence[str]) -> dict:
+    """What `panel_layout` returns, for any row of titled images followed by a colour bar whose tick
+    labels are `tick_labels`; `widest_lines` are the text lines below at their widest (the panel is
+    made wide enough for them)."""
+    height, width = (int(n) for n in image_size)
+    scale = 2 if min(height, width) >= 128 else 1
+    pad, glyph_height = _TEXT_PAD * scale, _GLYPH_HEIGHT * scale
+    top = glyph_height + 2 * pad
+    lefts, columns, x = [], [], 0
+    for title in titles:
+        column = max(width, _text_mask(title, scale).shape[1])
+        columns.append((x, column))
+        lefts.append(x + (column - width) // 2)
+        x += column + _PANEL_GAP
+    bar = x - _PANEL_GAP + 2 * pad
+    label_width = max(_text_mask(label, scale).shape[1] for label in tick_labels)
+    footer_width = max(_text_mask(line, scale).shape[1] for line in widest_lines) + 2 * pad
+    total_width = max(bar + (_BAR_WIDTH + 3) * scale + label_width + pad, footer_width)
+    return {"scale": scale, "top": top, "image": (height, width), "lefts": lefts, "columns": columns, "bar": bar,
+            "width": total_width}
+
+
+def _compose(layout: dict, tiles: Sequence[np.ndarray], titles: Sequence[str], ticks: Sequence[tuple[float, str]],
+             lines: Sequence[str]) -> np.ndarray:
+    """Draws a panel on white: the RGB tiles [H, W, 3] where `layout` (`_layout`) puts them, each title
+    centred above its column, the colour bar (the colour scale from 1 at its top to 0 at its bottom)
+    with a tick and a label at each (fraction, label) of `ticks`, and the text lines below the images."""
+    scale, top, (height, width) = layout["scale"], layout["top"], layout["image"]
+    pad, glyph_height = _TEXT_PAD * scale, _GLYPH_HEIGHT * scale
+    canvas = np.full((top + height + pad + len(lines) * (glyph_height + pad), layout["width"], 3), 255, np.uint8)
+    for tile, left, column, title in zip(tiles, layout["lefts"], layout["columns"], titles):
+        canvas[top : top + height, left : left + width] = tile
+        title_width = _text_mask(title, scale).shape[1]
+        _draw_text(canvas, title, pad, column[0] + (column[1] - title_width) // 2, scale)
+
+    bar_left = layout["bar"]
+    bar_width = _BAR_WIDTH * scale
+    canvas[top : top + height, bar_left : bar_left + bar_width] = _colour_scale(np.linspace(1, 0, height))[:, None]
+    for fraction, label in ticks:
+        row = top + round((1 - fraction) * (height - 1))
+        canvas[row : row + scale, bar_left + bar_width : bar_left + bar_width + 2 * scale] = 0
+        label_top = min(max(row - glyph_height // 2, top), top + height - glyph_height)
+        _draw_text(canvas, label, label_top, bar_left + bar_width + 3 * scale, scale)
+    for line, text in enumerate(lines):
+        _draw_text(canvas, text, top + height + pad + line * (glyph_height + pad), pad, scale)
+    return canvas
+
+
+def _error_ticks() -> tuple[tuple[float, str], ...]:
+    """The error map's colour bar ticks: its top (ERROR_DISPLAY_FRACTION of the target max), halfway, 0."""
+    percent = 100 * ERROR_DISPLAY_FRACTION
+    return ((1.0, f"{percent:g}%"), (0.5, f"{percent / 2:g}%"), (0.0, "0"))
 
 
 def panel_image(reference: torch.Tensor, zero_filled: torch.Tensor, reconstruction: torch.Tensor, target: torch.Tensor,
@@ -211,37 +285,17 @@ def panel_image(reference: torch.Tensor, zero_filled: torch.Tensor, reconstructi
     layout = panel_layout(target.shape[-2:], titles)
     vmax = float(target.max())
     error = (reconstruction - target).abs()
-    gray = [
-        _to_uint8(reference, float(reference.min()), float(reference.max())),
-        _to_uint8(zero_filled, 0.0, vmax),
-        _to_uint8(reconstruction, 0.0, vmax),
-        _to_uint8(target, 0.0, vmax),
-    ]
     span = ERROR_DISPLAY_FRACTION * vmax if vmax > 0 else 1.0
-    tiles = [np.repeat(tile[..., None], 3, axis=2) for tile in gray] + [_error_colors(error.double().numpy() / span)]
-    scale, top, (height, width) = layout["scale"], layout["top"], layout["image"]
-    pad, glyph_height = _TEXT_PAD * scale, _GLYPH_HEIGHT * scale
+    tiles = [
+        _gray_tile(reference, float(reference.min()), float(reference.max())),
+        _gray_tile(zero_filled, 0.0, vmax),
+        _gray_tile(reconstruction, 0.0, vmax),
+        _gray_tile(target, 0.0, vmax),
+        _colour_scale(error.double().numpy() / span),
+    ]
     above = float((error > span).double().mean()) if error.numel() else 0.0
     lines = ([caption] if caption else []) + list(_panel_footer(vmax, above))
-    canvas = np.full((top + height + pad + len(lines) * (glyph_height + pad), layout["width"], 3), 255, np.uint8)
-    for tile, left, column, title in zip(tiles, layout["lefts"], layout["columns"], titles):
-        canvas[top : top + height, left : left + width] = tile
-        title_width = _text_mask(title, scale).shape[1]
-        _draw_text(canvas, title, pad, column[0] + (column[1] - title_width) // 2, scale)
-
-    # the colour bar: top = ERROR_DISPLAY_FRACTION of the target max, bottom 0, ticks at the ends and halfway
-    bar_left = layout["bar"]
-    bar_width = _BAR_WIDTH * scale
-    canvas[top : top + height, bar_left : bar_left + bar_width] = _error_colors(np.linspace(1, 0, height))[:, None]
-    percent = 100 * ERROR_DISPLAY_FRACTION
-    for fraction, label in ((1.0, f"{percent:g}%"), (0.5, f"{percent / 2:g}%"), (0.0, "0")):
-        row = top + round((1 - fraction) * (height - 1))
-        canvas[row : row + scale, bar_left + bar_width : bar_left + bar_width + 2 * scale] = 0
-        label_top = min(max(row - glyph_height // 2, top), top + height - glyph_height)
-        _draw_text(canvas, label, label_top, bar_left + bar_width + 3 * scale, scale)
-    for line, text in enumerate(lines):
-        _draw_text(canvas, text, top + height + pad + line * (glyph_height + pad), pad, scale)
-    return canvas
+    return _compose(layout, tiles, titles, _error_ticks(), lines)
 
 
 def _panel_footer(vmax: float, above: float) -> tuple[str, str]:
@@ -251,6 +305,9 @@ def _panel_footer(vmax: float, above: float) -> tuple[str, str]:
             f"{100 * above:.1f}% of pixels above")
 
 
+_WIDEST_NUMBER = -8.88e-88  # the longest "{:.3g}" of a number: 9 characters (8 for a positive one)
+
+
 def panel_layout(image_size: Sequence[int], titles: Sequence[str] = _PANEL_TITLES) -> dict:
     """Where `panel_image` puts things for images of `image_size` (H, W): {"scale" (of the text),
     "top" (the images' first row), "image" (H, W), "lefts" (each image's first column), "columns"
@@ -258,23 +315,52 @@ def panel_layout(image_size: Sequence[int], titles: Sequence[str] = _PANEL_TITLE
     in pixels; the text lines below the images make the height."""
     if len(titles) != 5:
         raise ValueError(f"titles: five lines (reference, zero-filled, reconstruction, target, error), got {len(titles)}")
-    height, width = (int(n) for n in image_size)
-    scale = 2 if min(height, width) >= 128 else 1
-    pad, glyph_height = _TEXT_PAD * scale, _GLYPH_HEIGHT * scale
-    top = glyph_height + 2 * pad
-    lefts, columns, x = [], [], 0
-    for title in titles:
-        column = max(width, _text_mask(title, scale).shape[1])
-        columns.append((x, column))
-        lefts.append(x + (column - width) // 2)
-        x += column + _PANEL_GAP
-    bar = x - _PANEL_GAP + 2 * pad
-    label_width = _text_mask(f"{100 * ERROR_DISPLAY_FRACTION:g}%", scale).shape[1]
-    widest_number = 8.88e-88  # the longest "{:.3g}" of a positive maximum: 8 characters
-    footer_width = max(_text_mask(line, scale).shape[1] for line in _panel_footer(widest_number, 1.0)) + 2 * pad
-    total_width = max(bar + (_BAR_WIDTH + 3) * scale + label_width + pad, footer_width)
-    return {"scale": scale, "top": top, "image": (height, width), "lefts": lefts, "columns": columns, "bar": bar,
-            "width": total_width}
+    return _layout(image_size, titles, [label for _, label in _error_ticks()], _panel_footer(-_WIDEST_NUMBER, 1.0))
+
+
+# The alignment panel of a model that estimates displacement fields (see `alignment_panel_image`).
+_ALIGNMENT_TITLES = ("reference", "aligned", "|flow| (px)")
+_FLOW_TICKS = ((1.0, "100%"), (0.5, "50%"), (0.0, "0"))
+
+
+def _alignment_footer(low: float, high: float, flow_max: float) -> tuple[str, str]:
+    """The alignment panel's last two lines: the display ranges."""
+    return (f"gray: {low:.3g} to {high:.3g} (the reference slice range), before and after alignment",
+            f"|flow| 0 to {flow_max:.3g} px (the slice max); colour bar in % of it")
+
+
+def alignment_panel_image(reference: torch.Tensor, aligned: torch.Tensor, flow: torch.Tensor, *,
+                          titles: Sequence[str] = _ALIGNMENT_TITLES, caption: str | None = None) -> np.ndarray:
+    """The alignment panel of a model that estimates displacement fields, RGB uint8 [H', W', 3] on
+    white, drawn like `panel_image`'s: the reference before alignment and after it (`reference` and
+    `aligned`, [H, W] real, gray on one display range, the reference's [min, max]) and the magnitude
+    of the displacement field |φ| = sqrt(φx² + φy²) (`flow` [2, H, W] real, x then y displacement, in
+    pixels) in colour from 0 to its max over the slice (any range when that is 0), a title above each
+    (`titles`, three lines), the colour bar at the right with its ticks in % of that max, and below
+    them the caption (a line, if given) and two lines saying the display ranges ("|flow| 0 to 3.2
+    px"). Layout: `alignment_panel_layout`.
+    """
+    size = tuple(reference.shape)
+    if reference.dim() != 2 or tuple(aligned.shape) != size or tuple(flow.shape) != (2, *size):
+        raise ValueError(f"reference and aligned must be [H, W] and flow [2, H, W] of the same H, W, got "
+                         f"{tuple(reference.shape)}, {tuple(aligned.shape)} and {tuple(flow.shape)}")
+    layout = alignment_panel_layout(size, titles)
+    low, high = float(reference.min()), float(reference.max())
+    magnitude = flow.double().square().sum(dim=0).sqrt()
+    flow_max = float(magnitude.max())
+    span = flow_max if flow_max > 0 and np.isfinite(flow_max) else 1.0
+    tiles = [_gray_tile(reference, low, high), _gray_tile(aligned, low, high), _colour_scale(magnitude.numpy() / span)]
+    lines = ([caption] if caption else []) + list(_alignment_footer(low, high, flow_max))
+    return _compose(layout, tiles, titles, _FLOW_TICKS, lines)
+
+
+def alignment_panel_layout(image_size: Sequence[int], titles: Sequence[str] = _ALIGNMENT_TITLES) -> dict:
+    """Where `alignment_panel_image` puts things for images of `image_size` (H, W): the keys of
+    `panel_layout`, for its three images."""
+    if len(titles) != 3:
+        raise ValueError(f"titles: three lines (reference, aligned reference, field magnitude), got {len(titles)}")
+    return _layout(image_size, titles, [label for _, label in _FLOW_TICKS],
+                   _alignment_footer(_WIDEST_NUMBER, _WIDEST_NUMBER, -_WIDEST_NUMBER))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -380,6 +466,50 @@ def _warm_up(setup: _Setup) -> None:
         setup.model(batch)
 
 
+class _FieldRecorder(torch.nn.Module):
+    """Runs a model for `iter_volumes` and passes its output through, keeping the displacement-field
+    outputs of a model that estimates them (a dict output that holds "aligned", the warped reference
+    [B, 1, H, W], and "flow", [B, 2, H, W] in pixels, next to "image") per batch, for the alignment
+    panels. The tensors are kept as the model gave them (no copy or device sync inside the timed
+    forward) until `take` asks for a volume's; other models' outputs are passed through untouched."""
+
+    def __init__(self, model: torch.nn.Module, name: str):
+        super().__init__()
+        self.model = model
+        self.name = name
+        self._pending: list[tuple[list[str], Any, torch.Tensor, torch.Tensor]] = []  # files, slices, aligned, flow
+        self._taken: set[str] = set()
+
+    def forward(self, batch: dict) -> Any:
+        output = self.model(batch)
+        if isinstance(output, dict) and "aligned" in output and "flow" in output:
+            aligned, flow = output["aligned"], output["flow"]
+            count, size = len(batch["file"]), tuple(batch["reference"].shape[-2:])
+            if tuple(aligned.shape) != (count, 1, *size) or tuple(flow.shape) != (count, 2, *size) or flow.is_complex():
+                raise ValueError(f"model {self.name!r}: 'aligned' must be [B, 1, H, W] and 'flow' real [B, 2, H, W], the H, W "
+                                 f"of the reference {tuple(batch['reference'].shape)}; got {tuple(aligned.shape)} and "
+                                 f"{tuple(flow.shape)} {flow.dtype}")
+            self._pending.append((list(batch["file"]), batch["slice"], aligned.detach(), flow.detach()))
+        return output
+
+    def take(self, file: str, slices: Sequence[int]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """{slice index: (aligned [H, W], flow [2, H, W])} (float32, CPU; the aligned reference a magnitude
+        as `VolumeResult.reference` is) of the volume `file`'s slices among `slices` that the model gave
+        fields for; forgets all of that volume's (call it once per volume, after `iter_volumes` yields it)."""
+        self._taken.add(file)
+        wanted, found, kept = set(slices), {}, []
+        for files, indices, aligned, flow in self._pending:
+            indices = torch.as_tensor(indices).tolist()
+            for i, (other, index) in enumerate(zip(files, indices)):
+                if other == file and index in wanted:
+                    image = aligned[i, 0]
+                    found[int(index)] = ((image.abs() if image.is_complex() else image).float().cpu(), flow[i].float().cpu())
+            if not set(files) <= self._taken:
+                kept.append((files, indices, aligned, flow))
+        self._pending = kept
+        return found
+
+
 def _file_stem(file: str) -> str:
     name = Path(file).name
     return name[: -len(".h5")] if name.endswith(".h5") else name
@@ -424,7 +554,10 @@ def evaluate(
 
     Returns the summary (what summary.json holds): {"model", "checkpoint", "data", "device",
     "volumes", "slices", "metrics": {"nmse"|"psnr"|"ssim"|"mae": {"mean", "std"}},
-    "time_per_slice_ms" (the model's forward time, synchronised, per slice), "metrics_csv", "panels"}.
+    "time_per_slice_ms" (the model's forward time, synchronised, per slice), "metrics_csv", "panels"
+    (the file names in panels/ of the drawn slices' panels, "<volume>_s<slice>.png"),
+    "alignment_panels" (those of their alignment panels, "<volume>_s<slice>_alignment.png", for a model
+    whose output holds "aligned" and "flow" (see the module docstring); [] for any other model)}.
     """
     options = dict(dataset=dataset, data=data, data_root=data_root, target=target, reference=reference, crop=crop,
                    mask=mask, mask_kwargs=mask_kwargs, misalignment=misalignment, noise=noise)
@@ -437,23 +570,34 @@ def evaluate(
 
     _warm_up(setup)
     timing: dict = {}
-    rows, panels = [], []
+    rows, panels, alignment_panels = [], [], []
     titles = (f"reference ({setup.data['reference']})", "zero-filled", "reconstruction", f"target ({setup.data['target']})",
               "|error|")
+    alignment_titles = (f"reference ({setup.data['reference']})", f"aligned ({setup.data['reference']})", "|flow| (px)")
+    recorder = _FieldRecorder(setup.model, setup.name)
     bar = _bar(setup, progress, "evaluate")
     try:
-        for volume in iter_volumes(setup.model, setup.loader, setup.device, amp=setup.amp, timing=timing, progress=bar):
+        for volume in iter_volumes(recorder, setup.loader, setup.device, amp=setup.amp, timing=timing, progress=bar):
             rows.append({"file": volume.file, "slices": len(volume.slices), **volume_metrics(volume.target, volume.prediction)})
             count = len(volume.slices)
             positions = [count // 2] if slices_to_plot is None else list(slices_to_plot)
+            drawn = []
             for position in positions:
                 if not -count <= position < count:
                     logger.warning("%s has %d slices: slice position %d is not drawn", volume.file, count, position)
                     continue
-                i = position % count
+                drawn.append(position % count)
+            fields = recorder.take(volume.file, [volume.slices[i] for i in drawn])
+            for i in drawn:
+                stem = f"{_file_stem(volume.file)}_s{volume.slices[i]:03d}"
+                caption = f"{setup.name}: {_file_stem(volume.file)}, slice {volume.slices[i]}"
                 image = panel_image(volume.reference[i], volume.zero_filled[i], volume.prediction[i], volume.target[i],
-                                    titles=titles, caption=f"{setup.name}: {_file_stem(volume.file)}, slice {volume.slices[i]}")
-                panels.append(write_png(panels_dir / f"{_file_stem(volume.file)}_s{volume.slices[i]:03d}.png", image).name)
+                                    titles=titles, caption=caption)
+                panels.append(write_png(panels_dir / f"{stem}.png", image).name)
+                if volume.slices[i] in fields:
+                    aligned, flow = fields[volume.slices[i]]
+                    image = alignment_panel_image(volume.reference[i], aligned, flow, titles=alignment_titles, caption=caption)
+                    alignment_panels.append(write_png(panels_dir / f"{stem}_alignment.png", image).name)
     finally:
         bar.close()
     if not rows:
@@ -478,6 +622,7 @@ def evaluate(
         "time_per_slice_ms": 1000.0 * timing.get("model_seconds", 0.0) / max(timing.get("slices", 0), 1),
         "metrics_csv": metrics_csv.name,
         "panels": panels,
+        "alignment_panels": alignment_panels,
     }
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     spread = (lambda v: f" ± {v['std']:.2g}") if len(rows) > 1 else (lambda v: "")  # no spread over one volume
