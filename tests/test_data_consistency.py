@@ -242,6 +242,37 @@ def test_dunsa_closed_form():
         dunsa_data_consistency(u, k0, mask, 0.0)
 
 
+def test_dunsa_two_priors_closed_form():
+    """Fᴴ[(M k0 + β₁ F z + β₂ F s)/(M + β₁ + β₂)] (the paper's eq. 11) written out, learnable β₁, β₂ per
+    channel: values and the gradients to z, s and both weights."""
+    z, k0, mask, _, _ = _inputs((2, 3, 9, 10), 3, "W", dtype=torch.complex128, seed=14)
+    s = torch.randn(z.shape, dtype=torch.complex128, generator=torch.Generator().manual_seed(15))
+    m = mask.to(torch.float64)
+    for shape in ((3,), (1,)):
+        leaves = [z.clone().requires_grad_(), s.clone().requires_grad_(),
+                  (0.2 + torch.rand(shape, dtype=torch.float64)).requires_grad_(),
+                  (0.2 + torch.rand(shape, dtype=torch.float64)).requires_grad_()]
+        zz, ss, b1, b2 = leaves
+        w1, w2 = b1.reshape(-1, 1, 1), b2.reshape(-1, 1, 1)
+        expected = ifft2c((m * k0 + w1 * fft2c(zz) + w2 * fft2c(ss)) / (m + w1 + w2))
+        expected_grads = torch.autograd.grad(expected.abs().sum(), leaves)
+        for backend in mcmri_fast.available_backends("cpu"):
+            with mcmri_fast.use_backend(backend):
+                got = dunsa_data_consistency(zz, k0, mask, b1, s=ss, beta_s=b2)
+            torch.testing.assert_close(got, expected)
+            for name, a, b in zip(("z", "s", "beta", "beta_s"), torch.autograd.grad(got.abs().sum(), leaves),
+                                  expected_grads):
+                torch.testing.assert_close(a, b, msg=lambda msg: f"{backend} grad {name}: {msg}")
+    with pytest.raises(ValueError, match="beta_s must be positive"):
+        dunsa_data_consistency(z, k0, mask, 0.5, s=s, beta_s=-1.0)
+    with pytest.raises(ValueError, match="needs its weight beta_s"):
+        dunsa_data_consistency(z, k0, mask, 0.5, s=s)
+    with pytest.raises(ValueError, match="pass s with it"):
+        dunsa_data_consistency(z, k0, mask, 0.5, beta_s=0.5)
+    with pytest.raises(ValueError, match="s must have z's shape"):
+        dunsa_data_consistency(z, k0, mask, 0.5, s=s[:, :1], beta_s=0.5)
+
+
 @pytest.mark.parametrize(
     "change,error,match",
     [

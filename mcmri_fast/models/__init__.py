@@ -48,7 +48,9 @@ class ModelSpec:
         loss: "l1", "mse" or "ssim" (1 − SSIM, `mcmri_fast.metrics.SSIMLoss`) on the reconstruction, or
             the model's own loss(output, batch) -> 0-d tensor (a paper's composite loss).
         data: the dataset options the model expects, passed to the dataset constructors:
-            {"magnitude": bool, "normalization": "instance" | "volume_max" | None}.
+            {"magnitude": bool, "normalization": "instance" | "volume_max" | None}, and optionally
+            "misalignment": the σ of the reference's misalignment a run trains with unless told otherwise
+            (DUN-SA's default; 0 when absent).
         optimizer: the paper's optimiser, {"name": "adam" | "adamw" | "rmsprop", "lr": float, **kwargs}.
         schedule: {"name": "none"} | {"name": "step", "step_size": int, "gamma": float} |
             {"name": "cosine"}, stepped once per epoch.
@@ -121,8 +123,11 @@ def _is_positive_number(value: Any) -> bool:
 
 
 def _check_data(where: str, data: dict) -> None:
-    if set(data) != {"magnitude", "normalization"}:
-        raise ValueError(f"{where}: data must have exactly the keys 'magnitude' and 'normalization', got {sorted(data)}")
+    if not {"magnitude", "normalization"} <= set(data) <= {"magnitude", "normalization", "misalignment"}:
+        raise ValueError(f"{where}: data must have the keys 'magnitude' and 'normalization' (and may have "
+                         f"'misalignment'), got {sorted(data)}")
+    if "misalignment" in data and not (_is_positive_number(data["misalignment"]) or data["misalignment"] == 0):
+        raise ValueError(f"{where}: data['misalignment'] must be a number >= 0, got {data['misalignment']!r}")
     if not isinstance(data["magnitude"], bool):
         raise TypeError(f"{where}: data['magnitude'] must be a bool, got {data['magnitude']!r}")
     if data["normalization"] not in NORMALIZATIONS:

@@ -47,6 +47,7 @@ __all__ = [
     "channels_to_complex",
     "measured_kspace",
     "low_resolution_phase",
+    "batched_mask",
 ]
 
 
@@ -247,7 +248,7 @@ def low_resolution_phase(kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tens
     return torch.where(floor > 0, phase, torch.ones_like(phase))
 
 
-def _batched_mask(mask: torch.Tensor, batch_size: int) -> torch.Tensor:
+def batched_mask(mask: torch.Tensor, batch_size: int) -> torch.Tensor:
     """batch["mask"] [B, W] or [B, H, W] as data_consistency takes it: bool [B, W] or [B, 1, H, W]."""
     if not isinstance(mask, torch.Tensor) or mask.dim() not in (2, 3) or mask.shape[0] != batch_size:
         got = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
@@ -303,7 +304,7 @@ class UNetReconstruction(nn.Module):
                 f"the 'unet_dc' model needs k-space at the image size, got k-space {tuple(k0.shape[-2:])} for images "
                 f"{tuple(image.shape[-2:])} (fastMRI files crop the images after the FFT: use 'unet' there)"
             )
-        mask = _batched_mask(batch["mask"], image.shape[0])
+        mask = batched_mask(batch["mask"], image.shape[0])
         phase = low_resolution_phase(k0, mask)
         x = channels_to_complex(self.unet(complex_to_channels(image * phase.conj()))) * phase
         return data_consistency(x, k0, mask)

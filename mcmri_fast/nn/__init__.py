@@ -1,4 +1,5 @@
 """Modules built on mcmri_fast.ops, reused by the models."""
+from .alignment import CompactUNet, DUNSAStage, SpatialAlignment
 from .attention import ChannelAttention
 from .blocks import Conv3x3, ConvPReLU, DownSample, PReLU, ResBlock, ResidualGroup, UpSample
 from .frequency import FreqBlock
@@ -6,6 +7,6 @@ from .fusion import CMSFusion, FSFusion
 from .unfolding import CSCA, IMAStage, OperatorNet
 
 __all__ = [
-    "CMSFusion", "CSCA", "ChannelAttention", "Conv3x3", "ConvPReLU", "DownSample", "FSFusion", "FreqBlock", "IMAStage",
-    "OperatorNet", "PReLU", "ResBlock", "ResidualGroup", "UpSample",
+    "CMSFusion", "CSCA", "ChannelAttention", "CompactUNet", "Conv3x3", "ConvPReLU", "DUNSAStage", "DownSample", "FSFusion",
+    "FreqBlock", "IMAStage", "OperatorNet", "PReLU", "ResBlock", "ResidualGroup", "SpatialAlignment", "UpSample",
 ]

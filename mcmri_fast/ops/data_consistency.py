@@ -83,29 +83,59 @@ def data_consistency(
 
 
 def dunsa_data_consistency(
-    u: torch.Tensor,
+    z: torch.Tensor,
     k0: torch.Tensor,
     mask: torch.Tensor,
     beta: float | torch.Tensor,
     *,
+    s: torch.Tensor | None = None,
+    beta_s: float | torch.Tensor | None = None,
     centered: bool = True,
 ) -> torch.Tensor:
-    """DUN-SA's closed-form DC step Fᴴ[(M k0 + β F u) / (M + β)] (step 4 of its iteration).
+    """DUN-SA's closed-form DC step (eq. 11, step 4 of its iteration), with one prior or two:
 
-    Where M = 1 this is (k0 + β F u)/(1 + β) = F u + (k0 − F u)/(1 + β), where M = 0 it is F u: the
-    same op as `data_consistency` with w = 1/(1 + β). The paper's step with two priors,
-    (M k̃ + β₁ F z + β₂ F s)/(M + β₁ + β₂), is this with u = (β₁ z + β₂ s)/(β₁ + β₂), β = β₁ + β₂.
-    β: a positive number or a real tensor of 1 or C elements (learnable). Shapes as `data_consistency`.
+        Fᴴ[(M k0 + β F z) / (M + β)]                         (s None)
+        Fᴴ[(M k0 + β F z + β_s F s) / (M + β + β_s)]         (the paper's z and s, β₁ = beta, β₂ = beta_s)
+
+    Where M = 1 the one-prior form is (k0 + β F z)/(1 + β) = F z + (k0 − F z)/(1 + β), where M = 0 it is
+    F z: the same op as `data_consistency` with w = 1/(1 + β). F is linear, so the two-prior form is it
+    with z replaced by the priors' weighted mean u = (β z + β_s s)/(β + β_s) and β by β + β_s: one fused
+    DC pass either way, the mean one pointwise pass before it.
+    beta, beta_s: positive numbers or real tensors of 1 or C elements (learnable). z, s: like
+    `data_consistency`'s x (s of z's shape). Shapes, dtypes and `centered` as `data_consistency`.
     """
-    if isinstance(beta, numbers.Real) and not isinstance(beta, bool):
-        if beta <= 0:
-            raise ValueError(f"beta must be positive, got {beta}")
-        weight = 1.0 / (1.0 + float(beta))
-    elif isinstance(beta, torch.Tensor):
-        weight = 1.0 / (1.0 + beta)
-    else:
-        raise TypeError(f"beta must be a number or a torch.Tensor, got {type(beta).__name__}")
-    return data_consistency(u, k0, mask, weight, centered=centered)
+    beta = _positive("beta", beta)
+    if s is None:
+        if beta_s is not None:
+            raise ValueError("beta_s weighs the second prior s: pass s with it")
+        return data_consistency(z, k0, mask, 1.0 / (1.0 + beta), centered=centered)
+    if beta_s is None:
+        raise ValueError("the second prior s needs its weight beta_s")
+    beta_s = _positive("beta_s", beta_s)
+    for name, t in (("z", z), ("s", s)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if s.shape != z.shape:
+        raise ValueError(f"s must have z's shape {tuple(z.shape)}, got {tuple(s.shape)}")
+    total = beta + beta_s
+    u = (_per_channel(beta) * z + _per_channel(beta_s) * s) / _per_channel(total)
+    return data_consistency(u, k0, mask, 1.0 / (1.0 + total), centered=centered)
+
+
+def _per_channel(weight):
+    """A number, or a weight tensor of 1 or C elements shaped to broadcast over [B, C, H, W]."""
+    return weight.reshape(-1, 1, 1) if isinstance(weight, torch.Tensor) else weight
+
+
+def _positive(name: str, value):
+    """A weight of the DUN-SA step: a positive number (checked) or a real tensor (learnable)."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        if value <= 0:
+            raise ValueError(f"{name} must be positive, got {value}")
+        return float(value)
+    if isinstance(value, torch.Tensor):
+        return value
+    raise TypeError(f"{name} must be a number or a torch.Tensor, got {type(value).__name__}")
 
 
 def _is_real_or_complex(t: torch.Tensor) -> bool:

@@ -418,7 +418,8 @@ def _prepare(model: str | os.PathLike, checkpoint: str | os.PathLike | None, opt
         spec = get_model_spec(model)
         if spec.trainable:
             raise ValueError(f"model {model!r} is trained: pass a checkpoint of it (a run's checkpoints/best.pt)")
-        name, spec_data, module = model, dict(spec.data), build_model(model)
+        name, module = model, build_model(model)
+        spec_data = {k: spec.data[k] for k in ("magnitude", "normalization")}
 
     def option(key: str, default: Any) -> Any:
         value = options.get(key)

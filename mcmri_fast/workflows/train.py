@@ -111,7 +111,8 @@ class TrainConfig:
     contrasts (defaults: builtin t2/t1, ixi t2/pd, brats t2/t1; paired_h5 needs them). `crop`: a
     centred crop × crop of the images before the mask is drawn (fastMRI: the image crop, default 320).
     `mask` and `mask_kwargs`: `mcmri_fast.data.masks.mask_func(mask, **mask_kwargs)`.
-    `misalignment`, `noise`: see `mcmri_fast.data.datasets`.
+    `misalignment`, `noise`: see `mcmri_fast.data.datasets` (misalignment None: the model's default,
+    its ModelSpec.data["misalignment"], else 0).
 
     Optimisation: `epochs`, `batch_size` (per rank under DDP), `lr`, `optimizer` (a dict merged into
     the spec's when it names the same optimiser or none, else replacing it), `schedule` (likewise),
@@ -134,7 +135,7 @@ class TrainConfig:
     crop: int | None = None
     mask: str = "random"
     mask_kwargs: dict = dataclasses.field(default_factory=_default_mask_kwargs)
-    misalignment: float = 0.0
+    misalignment: float | None = None
     noise: float = 0.0
     epochs: int | None = None
     batch_size: int | None = None
@@ -182,9 +183,10 @@ class TrainConfig:
                 setattr(self, name, os.fspath(value))  # the config is saved as JSON
         if self.mask not in MASK_NAMES:
             fail("mask", f"one of {MASK_NAMES}")
-        for name in ("misalignment", "noise"):
-            if not is_number(getattr(self, name)) or getattr(self, name) < 0:
-                fail(name, "a number >= 0")
+        if self.misalignment is not None and (not is_number(self.misalignment) or self.misalignment < 0):
+            fail("misalignment", "a number >= 0 or None")
+        if not is_number(self.noise) or self.noise < 0:
+            fail("noise", "a number >= 0")
         for name in ("crop", "epochs", "batch_size", "max_steps_per_epoch"):
             value = getattr(self, name)
             if value is not None and (not is_int(value) or value < 1):
@@ -563,7 +565,9 @@ class _Run:
         resume, None for a fresh run, which refuses a folder that holds one."""
         run_dir = config.run_dir or os.path.join("runs", f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}")
         self.run_dir = Path(self.dist.broadcast(run_dir))
-        self.config = dataclasses.replace(config, run_dir=str(self.run_dir))
+        # the model's default misalignment is written into the run's config: evaluation reads it there
+        misalignment = config.misalignment if config.misalignment is not None else self.spec.data.get("misalignment", 0.0)
+        self.config = dataclasses.replace(config, run_dir=str(self.run_dir), misalignment=float(misalignment))
         checkpoint_dir = self.run_dir / "checkpoints"
         self.last_path, self.best_path = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
         if resume:
