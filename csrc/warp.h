@@ -108,6 +108,12 @@ C10_HOST_DEVICE inline T warp_reflect(T in, int64_t twice_low, int64_t twice_hig
 // inside the integer range for displacements of any size.
 template <typename T>
 C10_HOST_DEVICE inline T warp_coordinate(T in, int64_t size, int64_t padding, bool align_corners, T* grad) {
+  // Strictly inside (0, size − 1) every mode is the identity with derivative 1: the common case of small
+  // fields, without the reflection's fmod.
+  if (in > T(0) && in < static_cast<T>(size - 1)) {
+    *grad = T(1);
+    return in;
+  }
   if (padding == kWarpZeros) {
     *grad = T(1);
     if (in < T(-2)) return T(-2);
@@ -147,10 +153,22 @@ C10_HOST_DEVICE inline WarpFootprint<T> warp_footprint(const WarpSizes& s, int64
   WarpFootprint<T> f;
   const T x = warp_coordinate(static_cast<T>(j) + flow_x, s.W, s.padding, s.align_corners, &f.grad_x);
   const T y = warp_coordinate(static_cast<T>(i) + flow_y, s.H, s.padding, s.align_corners, &f.grad_y);
-  const T x0f = ::floor(x), y0f = ::floor(y);
-  f.fx = x - x0f;
-  f.fy = y - y0f;
-  const int64_t x0 = static_cast<int64_t>(x0f), y0 = static_cast<int64_t>(y0f);
+  // floor by truncation (x, y lie in [-2, size + 1], see warp_coordinate): the x86-64 baseline has no
+  // floor instruction, and the library call was most of a pixel's cost
+  int64_t x0 = static_cast<int64_t>(x), y0 = static_cast<int64_t>(y);
+  x0 -= static_cast<T>(x0) > x;
+  y0 -= static_cast<T>(y0) > y;
+  f.fx = x - static_cast<T>(x0);
+  f.fy = y - static_cast<T>(y0);
+  if (0 <= x0 && x0 < s.W - 1 && 0 <= y0 && y0 < s.H - 1) {  // the common case: the whole cell inside
+    const int64_t o = y0 * s.W + x0;
+    f.offset[0] = o;
+    f.offset[1] = o + 1;
+    f.offset[2] = o + s.W;
+    f.offset[3] = o + s.W + 1;
+    f.inside[0] = f.inside[1] = f.inside[2] = f.inside[3] = T(1);
+    return f;
+  }
   for (int k = 0; k < 4; ++k) {
     const int64_t xk = x0 + (k & 1), yk = y0 + ((k >> 1) & 1);
     const bool in = 0 <= xk && xk < s.W && 0 <= yk && yk < s.H;

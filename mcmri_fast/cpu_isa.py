@@ -61,6 +61,7 @@ def cpu_fast_paths() -> list[tuple[str, str]]:
     return [
         ("data_consistency", "C++ blend (OpenMP), torch.fft"),
         ("dcm_data_consistency", "C++ pointwise passes (OpenMP), torch.fft's real transforms"),
+        ("warp", "C++ bilinear sampling, rows in parallel (OpenMP); backward: per-block scatter buffers"),
         ("spectrum_to_polar, polar_to_spectrum, frequency_epilogue", f"C++ vector kernels, {vector}"),
         ("channel_attention, depthwise_channel_attention", f"C++ vector kernels, {vector}"),
         ("depthwise_conv3x3, gated_fusion, prelu", f"C++ vector kernels, {vector}"),

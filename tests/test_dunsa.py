@@ -39,16 +39,17 @@ def _batch(shape, mask="1d", seed=0, dtype=torch.complex64):
             "mask": sampled, "reference": torch.rand(shape, generator=g, dtype=real)}
 
 
-def _perturb_alignment(model, seed=1):
-    """Small random SA-Net output layers (zero at initialisation): fields of a fraction of a pixel, whose
-    positions lie off whole pixels (where the warp's derivative to the field jumps), so every stage aligns."""
+def _perturb_outputs(model, seed=1):
+    """Small random output layers of SA-Net, Z-Net and S-Net (zero at initialisation): every block takes
+    part, and the fields are a fraction of a pixel, at positions off whole pixels (where the warp's
+    derivative to the field jumps)."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for stage in model.unfolded:
-            if stage.align is not None:
-                out = stage.align.net.out
-                out.weight.copy_(0.05 * torch.randn(out.weight.shape, generator=g))
-                out.bias.copy_(0.3 * torch.randn(out.bias.shape, generator=g))
+            for net in (stage.align.net if stage.align is not None else None, stage.z_net, stage.s_net):
+                if net is not None:
+                    net.out.weight.copy_(0.05 * torch.randn(net.out.weight.shape, generator=g))
+                    net.out.bias.copy_(0.3 * torch.randn(net.out.bias.shape, generator=g))
     return model
 
 
@@ -105,20 +106,23 @@ def test_size(kwargs, size):
 
 def test_every_parameter_takes_part():
     torch.manual_seed(0)
-    model = _perturb_alignment(DUNSA(**SMALL, stages=3))
+    model = _perturb_outputs(DUNSA(**SMALL, stages=3))
     batch = _batch((1, 1, 16, 18))
     _loss(model(batch), batch).backward()
     assert all(p.grad.abs().sum() > 0 for p in model.parameters()), [n for n, p in model.named_parameters() if p.grad.abs().sum() == 0]
 
 
-def test_alignment_starts_from_the_identity():
-    """SA-Net's output layer is zero: the first fields are 0 and the aligned reference is the reference."""
+def test_the_untrained_network_is_zero_filling():
+    """The output layers start at zero: the fields are 0, the aligned reference is the reference, and each
+    stage's DC of the zero-filled image gives it back (it is consistent with the measurement, and zero
+    elsewhere in k-space)."""
     torch.manual_seed(0)
     batch = _batch((2, 1, 16, 18))
     with torch.no_grad():
         output = DUNSA(**SMALL, stages=2)(batch)
     assert not output["flows"].any()
     torch.testing.assert_close(output["aligned"], batch["reference"])
+    torch.testing.assert_close(output["image"], batch["zero_filled"], atol=1e-5, rtol=1e-5)
 
 
 NETWORK_CASES = pytest.mark.parametrize("shape,mask", [((1, 1, 256, 256), "1d"), ((2, 1, 35, 27), "2d")],
@@ -131,7 +135,7 @@ def test_fused_network_matches_the_reference_backend_in_float64(shape, mask):
     and weights on the reference ops: the outputs (image, aligned reference, every field) and every
     parameter gradient of 1 − SSIM, to 1e-9."""
     torch.manual_seed(0)
-    model = _perturb_alignment(DUNSA(**SMALL)).double()
+    model = _perturb_outputs(DUNSA(**SMALL)).double()
     batch = _batch(shape, mask, dtype=torch.complex128)
     expected = _outputs_and_gradients(model, batch, ("reference",))
     got = _outputs_and_gradients(model, batch, ("cpu", "reference"))
@@ -144,7 +148,7 @@ def test_fused_network_matches_the_reference_backend_in_float32(shape, mask):
     """float32 fused against the float64 reference network with the same weights: the outputs and every
     gradient to 1e-4 of the largest (the Winograd convolutions' rounding, tests/test_conv3x3.py)."""
     torch.manual_seed(0)
-    model = _perturb_alignment(DUNSA(**SMALL))
+    model = _perturb_outputs(DUNSA(**SMALL))
     batch64 = _batch(shape, mask, dtype=torch.complex128)
     batch = {k: v.to(torch.complex64 if v.is_complex() else torch.float32) if v.is_floating_point() or v.is_complex() else v
              for k, v in batch64.items()}
@@ -163,7 +167,7 @@ def test_ablations():
         "multimodal": (DUNSA(**SMALL, stages=2, alignment=False, multimodal=False), (".align.", ".z_net.", ".beta_z")),
         "denoiser": (DUNSA(**SMALL, stages=2, denoiser=False), (".s_net.", ".beta_s")),
     }
-    _perturb_alignment(full)
+    _perturb_outputs(full)
     batch = _batch((1, 1, 16, 18))
     with torch.no_grad():
         image = full(batch)["image"]
@@ -188,7 +192,7 @@ def test_data_consistency_holds_at_the_sampled_points_as_the_paper_says():
     """Eq. 11 where M = 1: the output's k-space is (k̃ + β₁ F z + β₂ F s)/(1 + β₁ + β₂); with β's → 0 it is
     the measurement. Checked through the model with tiny β's: the sampled k-space is the measurement."""
     torch.manual_seed(0)
-    model = DUNSA(**SMALL, stages=2)
+    model = _perturb_outputs(DUNSA(**SMALL, stages=2))
     with torch.no_grad():
         for stage in model.unfolded:
             stage.beta_z.fill_(1e-7)
@@ -202,7 +206,7 @@ def test_data_consistency_holds_at_the_sampled_points_as_the_paper_says():
 
 def test_compile_fullgraph_on_cpu():
     torch.manual_seed(0)
-    model = _perturb_alignment(DUNSA(**SMALL, stages=2))
+    model = _perturb_outputs(DUNSA(**SMALL, stages=2))
     batch = _batch((1, 1, 16, 20))
     with mcmri_fast.use_backend("cpu", "reference"):
         expected = model(batch)["image"]

@@ -1,7 +1,8 @@
 // CPU kernels of the warp (the contract and the per-pixel arithmetic: csrc/warp.h). Rows (b, i) in
-// parallel. Per row, the footprints of its W pixels are computed once into small buffers; the channels
-// then run over them with contiguous loops along the row. Plain loops, compiled once: no per-ISA builds
-// (isa_builds.h).
+// parallel. With few channels (C <= kDirectChannels: DUN-SA's images) each pixel's footprint is used at
+// once for its channels; with more, the footprints of a row's W pixels are computed once into small
+// buffers and the channels run over them with contiguous loops along the row. Plain loops, compiled
+// once: no per-ISA builds (isa_builds.h).
 //
 // The backward to the flow is per pixel (a sum over the channels): no conflicts. The backward to the
 // image scatters into the four corners of every sample, which neighbouring rows share: the rows of one
@@ -53,10 +54,33 @@ struct RowFootprints {
   }
 };
 
+// Channels up to which a pixel's footprint is used directly rather than buffered for the row.
+constexpr int64_t kDirectChannels = 4;
+
+template <typename T>
+inline T sample(const WarpFootprint<T>& f, const T* src) {
+  return f.weight(0) * src[f.offset[0]] + f.weight(1) * src[f.offset[1]] + f.weight(2) * src[f.offset[2]] +
+         f.weight(3) * src[f.offset[3]];
+}
+
 template <typename T>
 void warp_forward(const WarpSizes& s, const T* image, const T* flow, T* out) {
   const int64_t plane = s.H * s.W;
   at::parallel_for(0, s.B * s.H, parallel_grain(s.W * s.C), [&](int64_t begin, int64_t end) {
+    if (s.C <= kDirectChannels) {
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t b = r / s.H, i = r % s.H;
+        const T* flow_x = flow + ((b * 2 + 0) * s.H + i) * s.W;
+        const T* flow_y = flow + ((b * 2 + 1) * s.H + i) * s.W;
+        for (int64_t j = 0; j < s.W; ++j) {
+          const auto f = warp_footprint<T>(s, i, j, flow_x[j], flow_y[j]);
+          for (int64_t c = 0; c < s.C; ++c) {
+            out[(b * s.C + c) * plane + i * s.W + j] = sample(f, image + (b * s.C + c) * plane);
+          }
+        }
+      }
+      return;
+    }
     RowFootprints<T> row(s.W);
     for (int64_t r = begin; r < end; ++r) {
       const int64_t b = r / s.H, i = r % s.H;
@@ -79,6 +103,35 @@ template <typename T>
 void warp_backward_rows(const WarpSizes& s, const T* grad, const T* image, const T* flow, int64_t b, int64_t row_begin,
                         int64_t row_end, T* grad_image_b, T* grad_flow) {
   const int64_t plane = s.H * s.W;
+  if (s.C <= kDirectChannels) {
+    for (int64_t i = row_begin; i < row_end; ++i) {
+      const T* flow_x = flow + ((b * 2 + 0) * s.H + i) * s.W;
+      const T* flow_y = flow + ((b * 2 + 1) * s.H + i) * s.W;
+      for (int64_t j = 0; j < s.W; ++j) {
+        const auto f = warp_footprint<T>(s, i, j, flow_x[j], flow_y[j]);
+        T gx = 0, gy = 0;
+        for (int64_t c = 0; c < s.C; ++c) {
+          const T g = grad[(b * s.C + c) * plane + i * s.W + j];
+          if (grad_flow != nullptr) {
+            const T* src = image + (b * s.C + c) * plane;
+            const T v0 = f.inside[0] * src[f.offset[0]], v1 = f.inside[1] * src[f.offset[1]];
+            const T v2 = f.inside[2] * src[f.offset[2]], v3 = f.inside[3] * src[f.offset[3]];
+            gx += g * ((T(1) - f.fy) * (v1 - v0) + f.fy * (v3 - v2));
+            gy += g * ((T(1) - f.fx) * (v2 - v0) + f.fx * (v3 - v1));
+          }
+          if (grad_image_b != nullptr) {
+            T* dst = grad_image_b + c * plane;
+            for (int k = 0; k < 4; ++k) dst[f.offset[k]] += f.weight(k) * g;
+          }
+        }
+        if (grad_flow != nullptr) {
+          grad_flow[((b * 2 + 0) * s.H + i) * s.W + j] = gx * f.grad_x;
+          grad_flow[((b * 2 + 1) * s.H + i) * s.W + j] = gy * f.grad_y;
+        }
+      }
+    }
+    return;
+  }
   RowFootprints<T> row(s.W);
   std::vector<T> gx(s.W), gy(s.W);
   for (int64_t i = row_begin; i < row_end; ++i) {

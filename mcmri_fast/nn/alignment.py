@@ -91,8 +91,10 @@ class DUNSAStage(nn.Module):
             raise ValueError("alignment aligns the reference for Z-Net: it needs multimodal=True")
         c, r = image_channels, reference_channels
         self.align = SpatialAlignment(c, r, width, depth) if alignment else None
-        self.z_net = CompactUNet(c + r, c, width, depth) if multimodal else None
-        self.s_net = CompactUNet(c, c, width, depth) if denoiser else None
+        # zero output layers: the residual blocks start as the identity, so the untrained network is the
+        # zero-filled image (and trains from there rather than from random U-Nets' noise)
+        self.z_net = CompactUNet(c + r, c, width, depth, zero_output=True) if multimodal else None
+        self.s_net = CompactUNet(c, c, width, depth, zero_output=True) if denoiser else None
         self.beta_z = nn.Parameter(torch.ones(1)) if multimodal else None
         self.beta_s = nn.Parameter(torch.ones(1)) if denoiser else None
 

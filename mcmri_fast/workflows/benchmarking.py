@@ -33,6 +33,7 @@ import torch
 import torch.utils.benchmark
 
 from .. import _native, models, ops, reference
+from ..data.fft import fft2c, ifft2c
 from ..backends import BackendUnavailableError, available_backends, backend_status, use_backend
 from .common import synchronize
 from .train import make_loss
@@ -449,11 +450,13 @@ MODEL_BACKENDS: dict[str, tuple[str, ...]] = {
 
 MODEL_SHAPES: dict[str, tuple] = {
     "paper": tuple(("fsmnet", (), shape) for shape in ((1, 1, 240, 240), (4, 1, 240, 240), (4, 1, 320, 320)))
-    + tuple(("ima", (), shape) for shape in ((1, 1, 256, 256), (4, 1, 256, 256), (1, 1, 320, 320))),
+    + tuple(("ima", (), shape) for shape in ((1, 1, 256, 256), (4, 1, 256, 256), (1, 1, 320, 320)))
+    + tuple(("dunsa", (), shape) for shape in ((1, 1, 256, 256), (2, 1, 256, 256))),
     "small": (
         ("fsmnet", (("channels", 8), ("heads", 2), ("resblocks", 1)), (1, 1, 32, 32)),
         ("ima", (("channels", 8), ("reference_channels", 6), ("stages", 4), ("csca_width", 6), ("csca_heads", 2)),
          (1, 1, 32, 32)),
+        ("dunsa", (("stages", 2), ("width", 4)), (1, 1, 32, 32)),
     ),
 }
 
@@ -473,6 +476,20 @@ def model_cases(size: str = "paper", providers: Iterable[str] = PROVIDERS, modes
     ]
 
 
+def _model_batch(shape: tuple, magnitude: bool) -> dict:
+    """A model case's batch (seed 0): random images, and a column mask per sample for the models with data
+    consistency (the others ignore it). Magnitude models get real images; complex-image models (DUN-SA)
+    a complex target with its masked k-space, the zero-filled image of it and the scale 1."""
+    generator = torch.Generator().manual_seed(0)
+    batch = {key: torch.randn(shape, generator=generator) for key in ("zero_filled", "reference", "target")}
+    batch["mask"] = column_mask(shape[-1], generator).expand(shape[0], -1)
+    if not magnitude:
+        target = torch.complex(batch["target"], torch.randn(shape, generator=generator))
+        batch["masked_kspace"] = fft2c(target) * batch["mask"][:, None, None, :]
+        batch.update(target=target, zero_filled=ifft2c(batch["masked_kspace"]), scale=torch.ones(shape[0]))
+    return batch
+
+
 def build_model_case(case: ModelCase, device: torch.device | str, *, warmup: int = 1) -> tuple[Callable[[], None], float]:
     """(run, setup seconds): run() performs one step of the case, warmed up `warmup` times (compiled,
     for "compile"). Same weights (seed 0) and inputs for every provider."""
@@ -485,10 +502,7 @@ def build_model_case(case: ModelCase, device: torch.device | str, *, warmup: int
     torch.manual_seed(0)
     model = models.build_model(case.model, **dict(case.config)).to(device)
     loss_fn = make_loss(models.get_model_spec(case.model).loss)
-    generator = torch.Generator().manual_seed(0)
-    batch = {key: torch.randn(case.shape, generator=generator).to(device) for key in ("zero_filled", "reference", "target")}
-    # a column mask per sample, for the models with data consistency (the others ignore it)
-    batch["mask"] = column_mask(case.shape[-1], generator).expand(case.shape[0], -1).to(device)
+    batch = {k: v.to(device) for k, v in _model_batch(case.shape, models.get_model_spec(case.model).data["magnitude"]).items()}
     backends = MODEL_BACKENDS[case.provider]
     forward = model
     if case.provider == "compile":
