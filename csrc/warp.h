@@ -61,6 +61,11 @@ inline WarpSizes check_warp_args(const char* op, const at::Tensor& image, const 
 }
 
 // --- The per-pixel arithmetic (ATen's GridSampler.h in pixel units) ----------------------------------
+// csrc/cpu/warp.cpp's AVX2 build compiles these functions for AVX2 (csrc/cpu/isa_builds.h): that copy
+// lives in a namespace of its own, so that the baseline build's calls never link to it.
+#ifdef MCMRI_CPU_AVX2_PASS
+inline namespace avx2 {
+#endif
 
 // The clipped coordinate in [0, size - 1] and its derivative (0 where clipped: ATen's convention).
 template <typename T>
@@ -177,5 +182,9 @@ C10_HOST_DEVICE inline WarpFootprint<T> warp_footprint(const WarpSizes& s, int64
   }
   return f;
 }
+
+#ifdef MCMRI_CPU_AVX2_PASS
+}  // namespace avx2
+#endif
 
 }  // namespace mcmri_fast
