@@ -13,15 +13,19 @@ __all__ = ["CompactUNet", "DUNSAStage", "SpatialAlignment"]
 
 
 class _DoubleConv(nn.Sequential):
-    """conv3×3 → ReLU → conv3×3 → ReLU, with biases (`nn.Conv3x3`: Winograd on the cpu backend)."""
+    """Twice: conv3×3 (no bias; `nn.Conv3x3`, Winograd on the cpu backend), instance norm, LeakyReLU(0.2):
+    fastMRI's U-Net block. Without the normalisation the U-Nets learned several times slower (on the
+    builtin data, one batch, 80 Adam steps: the L1 error 8% below the zero-filled image's against 25%)."""
 
     def __init__(self, in_channels: int, out_channels: int):
-        super().__init__(Conv3x3(in_channels, out_channels), nn.ReLU(inplace=True), Conv3x3(out_channels, out_channels),
-                         nn.ReLU(inplace=True))
+        super().__init__(
+            Conv3x3(in_channels, out_channels, bias=False), nn.InstanceNorm2d(out_channels), nn.LeakyReLU(0.2, inplace=True),
+            Conv3x3(out_channels, out_channels, bias=False), nn.InstanceNorm2d(out_channels), nn.LeakyReLU(0.2, inplace=True),
+        )
 
 
 class CompactUNet(nn.Module):
-    """A U-Net of `depth` poolings: per level a double conv3×3 + ReLU at width·2^level, 2×2 average pooling
+    """A U-Net of `depth` poolings: per level a double conv3×3 block at width·2^level, 2×2 average pooling
     down (ceil mode), bilinear upsampling to the skip's size up (any H, W, odd ones included), the skip
     concatenated, a double conv; a 1×1 output convolution. [B, in, H, W] → [B, out, H, W].
 
