@@ -479,14 +479,17 @@ def model_cases(size: str = "paper", providers: Iterable[str] = PROVIDERS, modes
 def _model_batch(shape: tuple, magnitude: bool) -> dict:
     """A model case's batch (seed 0): random images, and a column mask per sample for the models with data
     consistency (the others ignore it). Magnitude models get real images; complex-image models (DUN-SA)
-    a complex target with its masked k-space, the zero-filled image of it and the scale 1."""
+    a complex target with its masked k-space and the zero-filled image of it."""
     generator = torch.Generator().manual_seed(0)
     batch = {key: torch.randn(shape, generator=generator) for key in ("zero_filled", "reference", "target")}
     batch["mask"] = column_mask(shape[-1], generator).expand(shape[0], -1)
     if not magnitude:
         target = torch.complex(batch["target"], torch.randn(shape, generator=generator))
         batch["masked_kspace"] = fft2c(target) * batch["mask"][:, None, None, :]
-        batch.update(target=target, zero_filled=ifft2c(batch["masked_kspace"]), scale=torch.ones(shape[0]))
+        batch.update(target=target, zero_filled=ifft2c(batch["masked_kspace"]))
+    # the normalisation's constants (1 and 0: the images are their own units) and the volume max that an
+    # SSIM loss takes as its data range
+    batch.update(scale=torch.ones(shape[0]), offset=torch.zeros(shape[0]), max=batch["target"].abs().flatten(1).amax(1))
     return batch
 
 

@@ -2,7 +2,7 @@
 them against zero-filling on its test split, print the table, write the figures, and time the fused
 data-consistency op against the reference.
 
-It needs no data and no arguments, and finishes within 10 minutes on a 2-core machine without a GPU:
+It needs no data and no arguments, and finishes within 15 minutes on a 2-core machine without a GPU:
 each trainable model trains with the budget of its registry entry (`ModelSpec.demo`: a smaller width,
 fewer epochs), so the figures are a smoke-level comparison, not the papers' numbers (`mcmri train`
 runs the papers' schedules). Each model is validated every epoch and evaluated at its best epoch. The
@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 # the builtin train split (74 slices), with what the model's registry entry says in `demo` (a narrower
 # network, fewer epochs, another learning rate) to fit the budget of a 2-core CPU.
 DEMO_BATCH = 4
-DEMO_EPOCHS = 8
+DEMO_EPOCHS = 5
 # The DC timing: the fastMRI knee shape, fwd+bwd with a column mask.
 DEMO_DC_CASE = ("4x1x320x320", "1d", "fwd+bwd")
 
