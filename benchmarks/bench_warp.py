@@ -11,7 +11,6 @@ construction is part of its work). Built, warmed and timed by the `op_run` and `
 (conftest.py); extra_info holds GB/s, on CUDA the % of the measured copy bandwidth and the peak memory of
 one call, and the speedup over the reference measured in this session.
 """
-import math
 
 import torch
 import torch.nn.functional as F
