@@ -127,7 +127,9 @@ def test_run_files_and_validation_metrics(tmp_path):
                          lr=3e-3, run_dir=str(run_dir))
     result = train(config, progress=False)
 
-    assert json.loads((run_dir / "config.json").read_text()) == config.to_dict()
+    # the config as given, with the model's default misalignment (the U-Net's: 0) filled in
+    recorded = {**config.to_dict(), "misalignment": 0.0}
+    assert json.loads((run_dir / "config.json").read_text()) == recorded
     steps = _records(run_dir, "train")
     assert [(r["epoch"], r["step"]) for r in steps] == [(1, 1), (1, 2), (2, 3), (2, 4)]
     assert all(np.isfinite(r["loss"]) and r["lr"] == 3e-3 and r["time"] >= 0 for r in steps)
@@ -140,7 +142,7 @@ def test_run_files_and_validation_metrics(tmp_path):
 
     last = load_checkpoint(run_dir / "checkpoints" / "last.pt", expected_model="unet")
     assert last["format"] == "mcmri_fast.checkpoint" and last["version"] == 1
-    assert (last["epoch"], last["step"]) == (2, 4) and last["config"] == config.to_dict()
+    assert (last["epoch"], last["step"]) == (2, 4) and last["config"] == recorded
     assert last["model_config"] == {"chans": 4, "num_pool_layers": 2, "drop_prob": 0.0}
     assert last["data"]["normalization"] == "instance" and last["data"]["magnitude"] is True
     torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)  # plain types only
