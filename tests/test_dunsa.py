@@ -13,6 +13,7 @@ from mcmri_fast.data.fft import fft2c, ifft2c
 from mcmri_fast.metrics import SSIMLoss
 from mcmri_fast.models import build_model, get_model_spec
 from mcmri_fast.models.dunsa import DUNSA
+from mcmri_fast.nn import SpatialAlignment
 from mcmri_fast.workflows.train import TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -92,11 +93,12 @@ def _meta_batch():
 
 
 @pytest.mark.parametrize("kwargs,size", [
-    ({}, (4_245_228, 66.21)),
+    ({}, (4_245_228, 45.48)),
+    ({"alignment_scale": 1}, (4_245_228, 66.21)),
     ({"alignment": False}, (2_829_576, 44.10)),
     ({"alignment": False, "multimodal": False}, (1_413_924, 21.99)),
-    ({"denoiser": False}, (2_831_304, 44.22)),
-], ids=["dunsa", "without-sa", "without-mm", "without-db"])
+    ({"denoiser": False}, (2_831_304, 23.49)),
+], ids=["dunsa", "full-resolution-sa-net", "without-sa", "without-mm", "without-db"])
 def test_size(kwargs, size):
     """The sizes the model's docstring states (parameters; GMACs of the convolutions at 256 x 256)."""
     parameters, gmacs = _count(**kwargs)
@@ -104,12 +106,34 @@ def test_size(kwargs, size):
     assert gmacs == pytest.approx(size[1], abs=0.01)
 
 
-def test_every_parameter_takes_part():
+@pytest.mark.parametrize("alignment_scale", [1, 4])
+def test_every_parameter_takes_part(alignment_scale):
     torch.manual_seed(0)
-    model = _perturb_outputs(DUNSA(**SMALL, stages=3))
+    model = _perturb_outputs(DUNSA(**SMALL, stages=3, alignment_scale=alignment_scale))
     batch = _batch((1, 1, 16, 18))
     _loss(model(batch), batch).backward()
     assert all(p.grad.abs().sum() > 0 for p in model.parameters()), [n for n, p in model.named_parameters() if p.grad.abs().sum() == 0]
+
+
+def test_coarse_alignment_field_is_in_full_resolution_pixels():
+    """alignment_scale = s: SA-Net sees the inputs average-pooled by s (ceil mode: any size) and its update,
+    upsampled bilinearly, is in full-resolution pixels: a constant output c of SA-Net moves the field by
+    −α·s·c at every pixel. At s = 1 SA-Net runs on the inputs as they are."""
+    torch.manual_seed(0)
+    x, aligned, flow = torch.randn(2, 2, 18, 23), torch.randn(2, 1, 18, 23), torch.randn(2, 2, 18, 23)
+    for scale in (1, 4):
+        module = SpatialAlignment(2, 1, width=4, depth=1, scale=scale)
+        seen = []
+        module.net.register_forward_pre_hook(lambda _, inputs: seen.append(inputs[0].shape[-2:]))
+        with torch.no_grad():
+            module.alpha.fill_(0.5)
+            module.net.out.bias.copy_(torch.tensor([0.75, -0.25]))
+            moved = module(x, aligned, flow) - flow
+        assert seen == [(-(-18 // scale), -(-23 // scale))]
+        expected = -0.5 * scale * torch.tensor([0.75, -0.25])[None, :, None, None].expand_as(flow)
+        torch.testing.assert_close(moved, expected)
+    with pytest.raises(ValueError, match="scale must be an integer >= 1"):
+        SpatialAlignment(2, 1, scale=0)
 
 
 def test_the_untrained_network_is_zero_filling():
@@ -247,6 +271,7 @@ def test_bad_inputs(change, error, message):
     ({"stages": 0}, ValueError, "stages must be an integer >= 1"),
     ({"width": 2.0}, ValueError, "width must be an integer"),
     ({"depth": -1}, ValueError, "depth must be an integer >= 0"),
+    ({"alignment_scale": 0}, ValueError, "alignment_scale must be an integer >= 1"),
     ({"alignment": 1}, TypeError, "alignment must be a bool"),
     ({"multimodal": False}, ValueError, "alignment=True needs multimodal=True"),
     ({"alignment": False, "multimodal": False, "denoiser": False}, ValueError, "no prior"),

@@ -20,12 +20,19 @@ Our choices where the paper is open:
   output. Every output layer starts at zero (the paper says so of SA-Net): the untrained network is
   zero-filling (φ = 0, z = s = x⁰, and the DC of a consistent image is itself).
   Inputs: SA-Net and Z-Net (x, T(x_ref, φ)), 3 channels; S-Net x, 2 channels.
+- SA-Net runs at a quarter of the resolution (`alignment_scale=4`, `nn.SpatialAlignment`): its inputs
+  average-pooled 4×, its update upsampled bilinearly, in full-resolution pixels. The paper's SA-Net is
+  full-resolution (`alignment_scale=1`). The SAN protocol's motion at σ = 3 reaches 15% of the image
+  (38 pixels at 256) and is smooth (rigid plus a 9 × 9-point elastic field): a full-resolution U-Net of 2
+  poolings sees too little of it, and its zero-initialised output grows too slowly, to learn it at the
+  demo budget (σ = 3: 28.07 dB against the no-alignment ablation's 28.12); at a quarter of the resolution
+  it sees 4× farther, each unit of its output moves 4 pixels, and it costs 1/16 (BENCHMARKS.md, DUN-SA).
 - The warp: bilinear, reflection padding, align_corners=False (the closest public code, SAN's); φ in
   pixels. SA-Net's input at stage t is the previous stage's T(x_ref, φ^t), so a stage warps once.
 
 Size at the defaults (stages 12, width 16, depth 2), counted on the meta device (`tests/test_dunsa.py`):
-4,245,228 parameters and 66.21 GMACs at 256 × 256 (convolutions; the warps, FFTs and pooling are not
-multiply-adds of weights).
+4,245,228 parameters and 45.48 GMACs at 256 × 256 (66.21 with a full-resolution SA-Net; convolutions: the
+warps, FFTs and pooling are not multiply-adds of weights).
 
 Ablations (the paper's Table 7): `alignment=False` (w/o SA: φ = 0, Z-Net sees the reference as it
 comes), `multimodal=False` (w/o MM: no Z-Net, no reference, no alignment), `denoiser=False` (w/o DB:
@@ -70,11 +77,12 @@ class DUNSA(nn.Module):
     [B, H, W]) → {"image", "aligned", "flow", "flows"}."""
 
     def __init__(self, stages: int = 12, width: int = 16, depth: int = 2, alignment: bool = True,
-                 multimodal: bool = True, denoiser: bool = True):
+                 multimodal: bool = True, denoiser: bool = True, alignment_scale: int = 4):
         super().__init__()
         _check_positive_int("stages", stages)
         _check_positive_int("width", width)
         _check_positive_int("depth", depth, minimum=0)
+        _check_positive_int("alignment_scale", alignment_scale)
         for name, value in (("alignment", alignment), ("multimodal", multimodal), ("denoiser", denoiser)):
             if not isinstance(value, bool):
                 raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
@@ -84,7 +92,7 @@ class DUNSA(nn.Module):
             raise ValueError("multimodal=False with denoiser=False leaves no prior for the DC step")
         self.alignment, self.multimodal = alignment, multimodal
         self.unfolded = nn.ModuleList(
-            DUNSAStage(2, 1, width, depth, alignment, multimodal, denoiser) for _ in range(stages)
+            DUNSAStage(2, 1, width, depth, alignment, multimodal, denoiser, alignment_scale) for _ in range(stages)
         )
 
     def forward(self, batch: dict) -> dict:
@@ -131,16 +139,17 @@ class DUNSA(nn.Module):
 
 
 def build_dunsa(stages: int = 12, width: int = 16, depth: int = 2, alignment: bool = True, multimodal: bool = True,
-                denoiser: bool = True) -> DUNSA:
+                denoiser: bool = True, alignment_scale: int = 4) -> DUNSA:
     """The "dunsa" model (the paper's 12 stages; see the module docstring for the sizes)."""
-    return DUNSA(stages, width, depth, alignment, multimodal, denoiser)
+    return DUNSA(stages, width, depth, alignment, multimodal, denoiser, alignment_scale)
 
 
 register(
     ModelSpec(
         name="dunsa",
         build=build_dunsa,
-        config={"stages": 12, "width": 16, "depth": 2, "alignment": True, "multimodal": True, "denoiser": True},
+        config={"stages": 12, "width": 16, "depth": 2, "alignment": True, "multimodal": True, "denoiser": True,
+                "alignment_scale": 4},
         loss="ssim",
         data={"magnitude": False, "normalization": "volume_max", "misalignment": 1.0},
         optimizer={"name": "adam", "lr": 1e-4},
@@ -149,10 +158,11 @@ register(
         batch_size=2,
         trainable=True,
         description="DUN-SA: 12 unfolded stages that align a misaligned reference (warp) and reconstruct",
-        # 4 stages at width 8, 4 epochs at 20x the paper's rate: about 60 s an epoch on 2 AMD EPYC cores,
-        # and 28.8 dB / 0.82 SSIM on the builtin test split (σ = 1) against zero-filling's 24.9 / 0.63 and
-        # alignment=False's 27.7 / 0.80 (BENCHMARKS.md, DUN-SA). At 3 epochs the validation SSIM was
-        # still below the ablation's (0.69 against 0.80): the fourth is where alignment pays.
+        # 4 stages at width 8, 4 epochs at 20x the paper's rate: about 50 s an epoch on 2 Intel Xeon cores
+        # (60 on AMD EPYC). On the builtin test split: σ = 1 28.8 dB / 0.81 SSIM, σ = 3 28.9 / 0.84,
+        # against zero-filling's 24.9 / 0.63 and alignment=False's 28.4 / 0.78 and 27.8 / 0.80
+        # (BENCHMARKS.md, DUN-SA). At 3 epochs the validation SSIM was still below the ablation's: the
+        # fourth is where alignment pays.
         demo={"model_config": {"stages": 4, "width": 8}, "epochs": 4, "lr": 2e-3},
     )
 )

@@ -60,15 +60,28 @@ class CompactUNet(nn.Module):
 class SpatialAlignment(nn.Module):
     """DUN-SA's spatial-alignment module (eq. 12): φ ← φ − α · SA-Net(x, T(x_ref, φ)), α learnable (init 1),
     SA-Net a `CompactUNet` with a zero-initialised output layer. forward(x [B, Cx, H, W], aligned = T(x_ref, φ)
-    [B, Cr, H, W], flow φ [B, 2, H, W] in pixels) → the updated field."""
+    [B, Cr, H, W], flow φ [B, 2, H, W] in pixels) → the updated field.
 
-    def __init__(self, image_channels: int, reference_channels: int, width: int = 16, depth: int = 2):
+    `scale` > 1 runs SA-Net on the inputs average-pooled by `scale` (ceil mode) and upsamples its update
+    bilinearly, in full-resolution pixels (× scale): the network sees `scale` × farther for the same depth
+    and cost / scale², and its update is smooth at the scale of the motion (rigid plus a 9 × 9-point
+    elastic field in the SAN protocol)."""
+
+    def __init__(self, image_channels: int, reference_channels: int, width: int = 16, depth: int = 2, scale: int = 1):
         super().__init__()
+        if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1:
+            raise ValueError(f"scale must be an integer >= 1, got {scale!r}")
         self.net = CompactUNet(image_channels + reference_channels, 2, width, depth, zero_output=True)
         self.alpha = nn.Parameter(torch.ones(1))
+        self.scale = scale
 
     def forward(self, x: torch.Tensor, aligned: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-        return flow - self.alpha * self.net(torch.cat([x, aligned], dim=1))
+        inputs = torch.cat([x, aligned], dim=1)
+        if self.scale == 1:
+            return flow - self.alpha * self.net(inputs)
+        update = self.net(F.avg_pool2d(inputs, self.scale, ceil_mode=True))
+        update = F.interpolate(update, size=flow.shape[-2:], mode="bilinear", align_corners=False)
+        return flow - (self.alpha * self.scale) * update
 
 
 class DUNSAStage(nn.Module):
@@ -87,14 +100,14 @@ class DUNSAStage(nn.Module):
     """
 
     def __init__(self, image_channels: int, reference_channels: int, width: int = 16, depth: int = 2,
-                 alignment: bool = True, multimodal: bool = True, denoiser: bool = True):
+                 alignment: bool = True, multimodal: bool = True, denoiser: bool = True, alignment_scale: int = 1):
         super().__init__()
         if not (multimodal or denoiser):
             raise ValueError("a stage needs a prior: multimodal (Z-Net) or denoiser (S-Net), or both")
         if alignment and not multimodal:
             raise ValueError("alignment aligns the reference for Z-Net: it needs multimodal=True")
         c, r = image_channels, reference_channels
-        self.align = SpatialAlignment(c, r, width, depth) if alignment else None
+        self.align = SpatialAlignment(c, r, width, depth, alignment_scale) if alignment else None
         # zero output layers: the residual blocks start as the identity, so the untrained network is the
         # zero-filled image (and trains from there rather than from random U-Nets' noise)
         self.z_net = CompactUNet(c + r, c, width, depth, zero_output=True) if multimodal else None
