@@ -1,12 +1,12 @@
 """Modules built on mcmri_fast.ops, reused by the models."""
 from .alignment import CompactUNet, DUNSAStage, SpatialAlignment
 from .attention import ChannelAttention
-from .blocks import Conv3x3, ConvPReLU, DownSample, PReLU, ResBlock, ResidualGroup, UpSample
+from .blocks import Conv3x3, ConvPReLU, DownSample, InstanceNormLeakyReLU, PReLU, ResBlock, ResidualGroup, UpSample
 from .frequency import FreqBlock
 from .fusion import CMSFusion, FSFusion
 from .unfolding import CSCA, IMAStage, OperatorNet
 
 __all__ = [
     "CMSFusion", "CSCA", "ChannelAttention", "CompactUNet", "Conv3x3", "ConvPReLU", "DUNSAStage", "DownSample", "FSFusion",
-    "FreqBlock", "IMAStage", "OperatorNet", "PReLU", "ResBlock", "ResidualGroup", "SpatialAlignment", "UpSample",
+    "FreqBlock", "IMAStage", "InstanceNormLeakyReLU", "OperatorNet", "PReLU", "ResBlock", "ResidualGroup", "SpatialAlignment", "UpSample",
 ]

@@ -4,7 +4,7 @@ from torch import nn
 
 from .. import ops
 
-__all__ = ["Conv3x3", "ConvPReLU", "DownSample", "PReLU", "ResBlock", "ResidualGroup", "UpSample"]
+__all__ = ["Conv3x3", "ConvPReLU", "DownSample", "InstanceNormLeakyReLU", "PReLU", "ResBlock", "ResidualGroup", "UpSample"]
 
 
 class PReLU(nn.PReLU):
@@ -13,6 +13,22 @@ class PReLU(nn.PReLU):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return ops.prelu(x, self.weight)
+
+
+class InstanceNormLeakyReLU(nn.Module):
+    """nn.InstanceNorm2d (no affine, no running statistics) then nn.LeakyReLU(negative_slope), fastMRI's
+    U-Net block normalisation, on the fused `ops.instance_norm_leaky_relu`: one pass each way where ATen
+    takes several, and the input not kept for the backward. No parameters."""
+
+    def __init__(self, negative_slope: float = 0.2, eps: float = 1e-5):
+        super().__init__()
+        self.negative_slope, self.eps = negative_slope, eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.instance_norm_leaky_relu(x, self.negative_slope, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"negative_slope={self.negative_slope}, eps={self.eps}"
 
 
 class Conv3x3(nn.Conv2d):
