@@ -54,7 +54,8 @@ from torch import nn
 from ..nn import DUNSAStage
 from ..ops import dunsa_data_consistency
 from . import ModelSpec, register
-from .baselines import batched_mask, channels_to_complex, complex_to_channels, low_resolution_phase, measured_kspace
+from ..data.channels import channels_to_complex, complex_to_channels
+from .baselines import batched_mask, low_resolution_phase, measured_kspace
 
 __all__ = ["DUNSA", "build_dunsa"]
 

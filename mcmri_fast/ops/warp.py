@@ -21,6 +21,7 @@ and csrc/cuda/warp.cu, and their Triton twins in mcmri_fast.kernels.warp).
 import torch
 
 from .. import reference
+from ..data.channels import channels_to_complex, complex_to_channels
 from ._checks import FLOAT_DTYPES
 from ._fused import FusedOp, gradient_fake
 
@@ -45,7 +46,8 @@ def warp(image: torch.Tensor, flow: torch.Tensor, *, padding: str = "reflection"
             sampled positions are p + flow(p) in pixels either way. True needs H, W ≥ 2.
 
     Returns:
-        [B, C, H, W], contiguous, in the promoted dtype of image and flow (complex for a complex image).
+        [B, C, H, W], contiguous, in the promoted dtype of image and flow (complex for a complex image;
+        complex64 for a complex-half one).
 
     Gradients flow to image and flow (those that require them) through one fused backward kernel.
     """
@@ -87,10 +89,7 @@ def _validate(image, flow, padding, align_corners):
     real = image.real.dtype if was_complex else image.dtype
     dtype = torch.promote_types(real, flow.dtype)
     compute = dtype if dtype in (torch.float32, torch.float64) else torch.float32
-    if was_complex:
-        planes = torch.view_as_real(image).movedim(-1, 2).reshape(B, -1, H, W)  # (re, im) of each channel
-    else:
-        planes = image
+    planes = complex_to_channels(image) if was_complex else image
     # .to() of a tensor already in the dtype costs microseconds: a sizeable part of a small warp
     planes = planes if planes.dtype == compute else planes.to(compute)
     flow = flow if flow.dtype == compute else flow.to(compute)
@@ -101,9 +100,7 @@ def _from_planes(out: torch.Tensor, dtype: torch.dtype, was_complex: bool) -> to
     """The op's output from the warped planes: back to complex, or to the output dtype."""
     if not was_complex:
         return out if out.dtype == dtype else out.to(dtype)
-    B, C2, H, W = out.shape
-    pairs = out.to(dtype).reshape(B, C2 // 2, 2, H, W).movedim(2, -1)
-    return torch.view_as_complex(pairs.contiguous())
+    return channels_to_complex(out.to(dtype))
 
 
 _warp = FusedOp("warp", kernels=("warp_fwd", "warp_bwd"))
