@@ -19,29 +19,10 @@
 #include "../instance_norm.h"
 #include "compute_type.cuh"
 #include "cuda_types.h"
+#include "row_chunks.cuh"
 
 namespace mcmri_fast::cuda {
 namespace {
-
-constexpr int kThreads = 256;
-constexpr int kItems = 8;  // elements per thread and chunk
-constexpr int64_t kChunk = int64_t(kThreads) * kItems;
-constexpr int64_t kMaxBlocks = 65535;
-
-// The sum of v over the block's threads, handed to all of them: a fixed tree in shared memory
-// (deterministic). Every thread of the block calls it.
-template <typename Acc>
-__device__ __forceinline__ Acc block_sum(Acc v, Acc* shared_sums) {
-  shared_sums[threadIdx.x] = v;
-  __syncthreads();
-  for (int half = kThreads / 2; half > 0; half /= 2) {
-    if (threadIdx.x < half) shared_sums[threadIdx.x] += shared_sums[threadIdx.x + half];
-    __syncthreads();
-  }
-  const Acc total = shared_sums[0];
-  __syncthreads();  // shared_sums is reused by the next call
-  return total;
-}
 
 // blockIdx.x: the chunk of the row; rows step by gridDim.y. Per (row, chunk): the mean of x − x[row, 0]
 // over the chunk and the sum of the squared deviations from it.

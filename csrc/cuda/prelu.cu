@@ -15,14 +15,10 @@
 #include "../prelu.h"
 #include "compute_type.cuh"
 #include "cuda_types.h"
+#include "row_chunks.cuh"
 
 namespace mcmri_fast::cuda {
 namespace {
-
-constexpr int kThreads = 256;
-constexpr int kItems = 8;  // elements per thread and chunk
-constexpr int64_t kChunk = int64_t(kThreads) * kItems;
-constexpr int64_t kMaxBlocks = 65535;
 
 template <typename T>
 __device__ __forceinline__ compute_t<T> slope_of(const PreluSizes& s, const T* weight, int64_t row) {
@@ -59,14 +55,8 @@ __global__ void prelu_bwd_kernel(PreluSizes s, int64_t chunks, const T* __restri
       }
     }
     if (weight_partials == nullptr) continue;
-    shared_sums[threadIdx.x] = sum;
-    __syncthreads();
-    for (int half = kThreads / 2; half > 0; half /= 2) {
-      if (threadIdx.x < half) shared_sums[threadIdx.x] += shared_sums[threadIdx.x + half];
-      __syncthreads();
-    }
-    if (threadIdx.x == 0) weight_partials[row * chunks + blockIdx.x] = shared_sums[0];
-    __syncthreads();  // shared_sums is reused by the next row
+    sum = block_sum(sum, shared_sums);
+    if (threadIdx.x == 0) weight_partials[row * chunks + blockIdx.x] = sum;
   }
 }
 
