@@ -12,6 +12,7 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 
@@ -34,17 +35,18 @@ struct InstanceNormKernels {
 
 namespace mcmri_fast::cpu::MCMRI_CPU_ISA {
 
-// Σ over the row of term(one vector of each input, the count of its lanes that hold row elements), in
-// double by chunks of vector partials (a row may hold millions of elements); tail lanes load as zero and
-// `term` must give 0 for them.
-template <typename scalar_t, int kInputs, typename Term>
-double row_sum(int64_t N, const scalar_t* const (&rows)[kInputs], Term term) {
+// The kSums sums over the row of terms(one vector of each input, the count of its lanes that hold row
+// elements) → std::array<Vec, kSums>, in one pass, each in double by chunks of vector partials (a row may
+// hold millions of elements); tail lanes load as zero and the terms must give 0 for them.
+template <int kSums, typename scalar_t, int kInputs, typename Terms>
+std::array<double, kSums> row_sums(int64_t N, const scalar_t* const (&rows)[kInputs], Terms terms) {
   using S = Step<scalar_t>;
   using Vec = typename S::Vec;
   constexpr int64_t kChunk = 64 * S::kSize;
-  double total = 0;
+  std::array<double, kSums> totals{};
   for (int64_t chunk = 0; chunk < N; chunk += kChunk) {
-    Vec partial(0);
+    std::array<Vec, kSums> partials;
+    partials.fill(Vec(0));
     for (int64_t j = chunk; j < std::min(N, chunk + kChunk); j += S::kSize) {
       const int64_t n = std::min<int64_t>(S::kSize, N - j);
       Vec v[kInputs][S::kParts];
@@ -52,14 +54,17 @@ double row_sum(int64_t N, const scalar_t* const (&rows)[kInputs], Term term) {
       for (int p = 0; p < S::kParts; ++p) {
         Vec parts[kInputs];
         for (int i = 0; i < kInputs; ++i) parts[i] = v[i][p];
-        partial = partial + term(parts, n - p * Vec::size());
+        const std::array<Vec, kSums> terms_now = terms(parts, n - p * Vec::size());
+        for (int k = 0; k < kSums; ++k) partials[k] = partials[k] + terms_now[k];
       }
     }
-    at::opmath_type<scalar_t> lanes[Vec::size()];
-    partial.store(lanes);
-    for (int64_t k = 0; k < Vec::size(); ++k) total += lanes[k];
+    for (int k = 0; k < kSums; ++k) {
+      at::opmath_type<scalar_t> lanes[Vec::size()];
+      partials[k].store(lanes);
+      for (int64_t l = 0; l < Vec::size(); ++l) totals[k] += lanes[l];
+    }
   }
-  return total;
+  return totals;
 }
 
 // The lanes of a vector that hold row elements: `valid` of them (any count; ≤ 0 none).
@@ -82,12 +87,13 @@ void instance_norm_forward_rows(int64_t N, const scalar_t* x, at::opmath_type<sc
   for (int64_t r = begin; r < end; ++r) {
     const scalar_t* row = x + r * N;
     const scalar_t* const rows[1] = {row};
-    const acc_t mean = static_cast<acc_t>(row_sum<scalar_t, 1>(N, rows, [](const Vec* v, int64_t) { return v[0]; }) / N);
+    const acc_t mean = static_cast<acc_t>(
+        row_sums<1>(N, rows, [](const Vec* v, int64_t) { return std::array<Vec, 1>{v[0]}; })[0] / N);
     const Vec vmean(mean);
-    const double squares = row_sum<scalar_t, 1>(N, rows, [&](const Vec* v, int64_t valid) {
+    const double squares = row_sums<1>(N, rows, [&](const Vec* v, int64_t valid) {
       const Vec d = (v[0] - vmean) * valid_lanes<Vec>(valid);  // tail lanes are 0, not −mean
-      return d * d;
-    });
+      return std::array<Vec, 1>{d * d};
+    })[0];
     const acc_t inv = static_cast<acc_t>(1.0 / std::sqrt(squares / N + static_cast<double>(eps)));
     rstd[r] = inv;
     const Vec vinv(inv);
@@ -115,11 +121,12 @@ void instance_norm_backward_rows(int64_t N, const scalar_t* grad, const scalar_t
   const Vec zero(0), slope(negative_slope), inverse_slope(acc_t(1) / negative_slope);
   for (int64_t r = begin; r < end; ++r) {
     const scalar_t* const rows[2] = {grad + r * N, y + r * N};
-    // a = mean(g'), b = mean(grad · y) (= mean(g' · x̂)); tail lanes load grad = y = 0 and add nothing
-    const acc_t a = static_cast<acc_t>(row_sum<scalar_t, 2>(N, rows, [&](const Vec* v, int64_t) {
-      return Vec::blendv(slope * v[0], v[0], v[1] > zero);
-    }) / N);
-    const acc_t b = static_cast<acc_t>(row_sum<scalar_t, 2>(N, rows, [](const Vec* v, int64_t) { return v[0] * v[1]; }) / N);
+    // a = mean(g'), b = mean(grad · y) (= mean(g' · x̂)), in one pass; tail lanes load grad = y = 0 and
+    // add nothing
+    const auto sums = row_sums<2>(N, rows, [&](const Vec* v, int64_t) {
+      return std::array<Vec, 2>{Vec::blendv(slope * v[0], v[0], v[1] > zero), v[0] * v[1]};
+    });
+    const acc_t a = static_cast<acc_t>(sums[0] / N), b = static_cast<acc_t>(sums[1] / N);
     const Vec va(a), vb(b), vinv(rstd[r]);
     scalar_t* out = grad_x + r * N;
     for (int64_t j = 0; j < N; j += S::kSize) {
