@@ -8,6 +8,7 @@ from .depthwise_conv import depthwise_conv3x3
 from .downsample import unshuffle_downsample
 from .frequency import frequency_epilogue, polar_to_spectrum, spectrum_to_polar
 from .gated_fusion import gated_fusion
+from .guided_attention import guided_attention
 from .instance_norm import instance_norm_leaky_relu
 from .prelu import prelu
 from .warp import warp
@@ -22,6 +23,7 @@ __all__ = [
     "depthwise_conv3x3",
     "frequency_epilogue",
     "gated_fusion",
+    "guided_attention",
     "instance_norm_leaky_relu",
     "polar_to_spectrum",
     "prelu",
