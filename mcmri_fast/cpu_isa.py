@@ -68,6 +68,9 @@ def cpu_fast_paths() -> list[tuple[str, str]]:
         ("channel_attention, depthwise_channel_attention", f"C++ vector kernels, {vector}"),
         ("depthwise_conv3x3, gated_fusion, prelu", f"C++ vector kernels, {vector}"),
         ("instance_norm_leaky_relu", f"C++ vector kernels, {vector}, rows in parallel (OpenMP)"),
+        ("batch_norm_relu", f"C++ vector kernels, {vector}, channels in parallel (OpenMP)"),
+        ("guided_attention", f"C++ vector kernels, {vector}, rows or pixel blocks in parallel (OpenMP); its "
+                             "one-channel k×k convolution and channel-max scatter in C++ loops"),
         ("conv3x3", conv3x3_path),
         ("conv1x1", f"matrix products on the planes ({products})"),
         ("unshuffle_downsample", "torch's 4×4 stride-2 convolution (oneDNN) on the composed kernel"),

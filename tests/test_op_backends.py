@@ -59,6 +59,13 @@ CASES = {
     ),
     "warp": (lambda: ((_randn(2, 3, 5, 6), _randn(2, 2, 5, 6, seed=1)), {}), ALL),
     "instance_norm_leaky_relu": (lambda: ((_randn(2, 3, 5, 6),), {}), ALL),
+    "batch_norm_relu": (lambda: ((_randn(2, 3, 5, 6), torch.rand(3) + 0.5, _randn(3, seed=1)), {"residual": _randn(2, 3, 5, 6, seed=2)}),
+                        ALL),
+    "guided_attention": (
+        lambda: ((_randn(2, 16, 5, 6), _randn(2, 16, 5, 6, seed=1), (_randn(1, 16, 1, 1, seed=2), _randn(16, 1, 1, 1, seed=3)),
+                  _randn(1, 1, 7, 7, seed=4)), {}),
+        ALL,
+    ),
     # Library calls, not kernels of ours: oneDNN on the CPU; on CUDA tensors the reference (cuBLAS, cuDNN).
     "conv1x1": (lambda: ((_randn(2, 3, 4, 5), _randn(4, 3, 1, 1, seed=1), _randn(4, seed=2)), {}), ("cpu", "reference")),
     "conv3x3": (lambda: ((_randn(2, 8, 8, 9), _randn(8, 8, 3, 3, seed=1), _randn(8, seed=2)), {}), ("cpu", "reference")),

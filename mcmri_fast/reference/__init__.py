@@ -1,4 +1,5 @@
 """Pure-PyTorch references of every op: the single source of truth for what an op computes."""
+from .batch_norm import batch_norm_relu
 from .channel_attention import channel_attention, depthwise_channel_attention
 from .conv1x1 import conv1x1
 from .conv3x3 import conv3x3
@@ -14,6 +15,7 @@ from .prelu import prelu
 from .warp import warp
 
 __all__ = [
+    "batch_norm_relu",
     "channel_attention",
     "conv1x1",
     "conv3x3",
