@@ -34,7 +34,7 @@ def test_bench_model_small_prints_interleaved_speedups(capsys):
     rows = {line.split()[1]: line.split() for line in lines[3:]}
     assert set(rows) == {"reference", "cpu"} and rows["cpu"][3].endswith("x")
     assert cli.main(["bench", "--model", "unet", "--size", "small"]) == 2
-    _assert_one_line_error(capsys.readouterr().err, "--model unet: no benchmark cases; models with cases: dunsa, fsmnet, ima")
+    _assert_one_line_error(capsys.readouterr().err, "--model unet: no benchmark cases; models with cases: dunsa, fsmnet, ima, manet, mario")
 
 
 def test_bench_model_reports_the_activations_kept_for_backward(capsys):

@@ -127,8 +127,8 @@ def test_run_files_and_validation_metrics(tmp_path):
                          lr=3e-3, run_dir=str(run_dir))
     result = train(config, progress=False)
 
-    # the config as given, with the model's default misalignment (the U-Net's: 0) filled in
-    recorded = {**config.to_dict(), "misalignment": 0.0}
+    # the config as given, with the model's default misalignment and noise (the U-Net's: 0) filled in
+    recorded = {**config.to_dict(), "misalignment": 0.0, "noise": 0.0}
     assert json.loads((run_dir / "config.json").read_text()) == recorded
     steps = _records(run_dir, "train")
     assert [(r["epoch"], r["step"]) for r in steps] == [(1, 1), (1, 2), (2, 3), (2, 4)]

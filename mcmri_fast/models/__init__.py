@@ -50,7 +50,8 @@ class ModelSpec:
         data: the dataset options the model expects, passed to the dataset constructors:
             {"magnitude": bool, "normalization": "instance" | "volume_max" | None}, and optionally
             "misalignment": the σ of the reference's misalignment a run trains with unless told otherwise
-            (DUN-SA's default; 0 when absent).
+            (DUN-SA's default; 0 when absent), and "noise": the k-space noise level, a fraction of the
+            mean intensity, that a run trains with unless told otherwise (MANet's 0.1; 0 when absent).
         optimizer: the paper's optimiser, {"name": "adam" | "adamw" | "rmsprop", "lr": float, **kwargs}.
         schedule: {"name": "none"} | {"name": "step", "step_size": int, "gamma": float} |
             {"name": "cosine"}, stepped once per epoch.
@@ -118,16 +119,21 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _is_positive_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0
+    return _is_number(value) and value > 0
 
 
 def _check_data(where: str, data: dict) -> None:
-    if not {"magnitude", "normalization"} <= set(data) <= {"magnitude", "normalization", "misalignment"}:
+    if not {"magnitude", "normalization"} <= set(data) <= {"magnitude", "normalization", "misalignment", "noise"}:
         raise ValueError(f"{where}: data must have the keys 'magnitude' and 'normalization' (and may have "
-                         f"'misalignment'), got {sorted(data)}")
-    if "misalignment" in data and not (_is_positive_number(data["misalignment"]) or data["misalignment"] == 0):
-        raise ValueError(f"{where}: data['misalignment'] must be a number >= 0, got {data['misalignment']!r}")
+                         f"'misalignment' and 'noise'), got {sorted(data)}")
+    for key in ("misalignment", "noise"):
+        if key in data and not (_is_number(data[key]) and data[key] >= 0):
+            raise ValueError(f"{where}: data[{key!r}] must be a number >= 0, got {data[key]!r}")
     if not isinstance(data["magnitude"], bool):
         raise TypeError(f"{where}: data['magnitude'] must be a bool, got {data['magnitude']!r}")
     if data["normalization"] not in NORMALIZATIONS:

@@ -451,12 +451,15 @@ MODEL_BACKENDS: dict[str, tuple[str, ...]] = {
 MODEL_SHAPES: dict[str, tuple] = {
     "paper": tuple(("fsmnet", (), shape) for shape in ((1, 1, 240, 240), (4, 1, 240, 240), (4, 1, 320, 320)))
     + tuple(("ima", (), shape) for shape in ((1, 1, 256, 256), (4, 1, 256, 256), (1, 1, 320, 320)))
-    + tuple(("dunsa", (), shape) for shape in ((1, 1, 256, 256), (2, 1, 256, 256))),
+    + tuple(("dunsa", (), shape) for shape in ((1, 1, 256, 256), (2, 1, 256, 256)))
+    + tuple((model, (), shape) for model in ("manet", "mario") for shape in ((1, 1, 256, 256), (4, 1, 256, 256))),
     "small": (
         ("fsmnet", (("channels", 8), ("heads", 2), ("resblocks", 1)), (1, 1, 32, 32)),
         ("ima", (("channels", 8), ("reference_channels", 6), ("stages", 4), ("csca_width", 6), ("csca_heads", 2)),
          (1, 1, 32, 32)),
         ("dunsa", (("stages", 2), ("width", 4)), (1, 1, 32, 32)),
+        ("manet", (("channels", 8),), (2, 1, 32, 32)),
+        ("mario", (("channels", 8),), (2, 1, 32, 32)),
     ),
 }
 
@@ -478,15 +481,19 @@ def model_cases(size: str = "paper", providers: Iterable[str] = PROVIDERS, modes
 
 def _model_batch(shape: tuple, magnitude: bool) -> dict:
     """A model case's batch (seed 0): random images, and a column mask per sample for the models with data
-    consistency (the others ignore it). Magnitude models get real images; complex-image models (DUN-SA)
-    a complex target with its masked k-space and the zero-filled image of it."""
+    consistency (the others ignore it). Magnitude models get real images, and the k-space and masked
+    k-space of the target as a complex image of that real part (MANet's k-space stage); complex-image
+    models (DUN-SA, MARIO) a complex target with its k-space, masked k-space and the zero-filled image
+    of it."""
     generator = torch.Generator().manual_seed(0)
     batch = {key: torch.randn(shape, generator=generator) for key in ("zero_filled", "reference", "target")}
     batch["mask"] = column_mask(shape[-1], generator).expand(shape[0], -1)
+    target = torch.complex(batch["target"], torch.randn(shape, generator=generator) if not magnitude else torch.zeros(shape))
+    batch["kspace"] = fft2c(target)
+    batch["masked_kspace"] = batch["kspace"] * batch["mask"][:, None, None, :]
     if not magnitude:
-        target = torch.complex(batch["target"], torch.randn(shape, generator=generator))
-        batch["masked_kspace"] = fft2c(target) * batch["mask"][:, None, None, :]
-        batch.update(target=target, zero_filled=ifft2c(batch["masked_kspace"]))
+        reference = torch.complex(batch["reference"], torch.randn(shape, generator=generator))
+        batch.update(target=target, reference=reference, zero_filled=ifft2c(batch["masked_kspace"]))
     # the normalisation's constants (1 and 0: the images are their own units) and the volume max that an
     # SSIM loss takes as its data range
     batch.update(scale=torch.ones(shape[0]), offset=torch.zeros(shape[0]), max=batch["target"].abs().flatten(1).amax(1))

@@ -481,7 +481,7 @@ def _add_data_options(sub: argparse.ArgumentParser, *, training: bool) -> None:
     data.add_argument("--center-fraction", type=float, default=None, help="fully sampled centre fraction (default 0.08)")
     data.add_argument("--mask-option", action="append", metavar="KEY=VALUE", help="another mask function argument")
     data.add_argument("--misalignment", type=float, default=None, help="σ of the reference's misalignment (default: the model's, 0 but for dunsa)")
-    data.add_argument("--noise", type=float, default=None, help="k-space noise, a fraction of the mean intensity (default 0)")
+    data.add_argument("--noise", type=float, default=None, help="k-space noise, a fraction of the mean intensity (default: the model's, 0 but for manet)")
 
 
 def _data_options(args, base_mask_kwargs: dict | None) -> dict:

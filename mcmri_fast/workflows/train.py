@@ -111,8 +111,8 @@ class TrainConfig:
     contrasts (defaults: builtin t2/t1, ixi t2/pd, brats t2/t1; paired_h5 needs them). `crop`: a
     centred crop × crop of the images before the mask is drawn (fastMRI: the image crop, default 320).
     `mask` and `mask_kwargs`: `mcmri_fast.data.masks.mask_func(mask, **mask_kwargs)`.
-    `misalignment`, `noise`: see `mcmri_fast.data.datasets` (misalignment None: the model's default,
-    its ModelSpec.data["misalignment"], else 0).
+    `misalignment`, `noise`: see `mcmri_fast.data.datasets` (None: the model's default, its
+    ModelSpec.data["misalignment"] or ["noise"], else 0).
 
     Optimisation: `epochs`, `batch_size` (per rank under DDP), `lr`, `optimizer` (a dict merged into
     the spec's when it names the same optimiser or none, else replacing it), `schedule` (likewise),
@@ -136,7 +136,7 @@ class TrainConfig:
     mask: str = "random"
     mask_kwargs: dict = dataclasses.field(default_factory=_default_mask_kwargs)
     misalignment: float | None = None
-    noise: float = 0.0
+    noise: float | None = None
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None
@@ -185,8 +185,8 @@ class TrainConfig:
             fail("mask", f"one of {MASK_NAMES}")
         if self.misalignment is not None and (not is_number(self.misalignment) or self.misalignment < 0):
             fail("misalignment", "a number >= 0 or None")
-        if not is_number(self.noise) or self.noise < 0:
-            fail("noise", "a number >= 0")
+        if self.noise is not None and (not is_number(self.noise) or self.noise < 0):
+            fail("noise", "a number >= 0 or None")
         for name in ("crop", "epochs", "batch_size", "max_steps_per_epoch"):
             value = getattr(self, name)
             if value is not None and (not is_int(value) or value < 1):
@@ -565,9 +565,10 @@ class _Run:
         resume, None for a fresh run, which refuses a folder that holds one."""
         run_dir = config.run_dir or os.path.join("runs", f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}")
         self.run_dir = Path(self.dist.broadcast(run_dir))
-        # the model's default misalignment is written into the run's config: evaluation reads it there
-        misalignment = config.misalignment if config.misalignment is not None else self.spec.data.get("misalignment", 0.0)
-        self.config = dataclasses.replace(config, run_dir=str(self.run_dir), misalignment=float(misalignment))
+        # the model's default misalignment and noise are written into the run's config: evaluation reads them there
+        defaults = {key: getattr(config, key) if getattr(config, key) is not None else self.spec.data.get(key, 0.0)
+                    for key in ("misalignment", "noise")}
+        self.config = dataclasses.replace(config, run_dir=str(self.run_dir), **{k: float(v) for k, v in defaults.items()})
         checkpoint_dir = self.run_dir / "checkpoints"
         self.last_path, self.best_path = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
         if resume:
