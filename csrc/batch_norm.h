@@ -62,4 +62,12 @@ inline BatchNormSizes check_batch_norm_args(const char* op, const at::Tensor& x,
   return {B, C, N};
 }
 
+// The forward's checks: x, the optional residual of its shape and dtype, weight and bias [C].
+inline BatchNormSizes check_batch_norm_fwd_args(const at::Tensor& x, const std::optional<at::Tensor>& residual,
+                                                const at::Tensor& weight, const at::Tensor& bias) {
+  constexpr const char* op = "batch_norm_relu_fwd";
+  return residual.has_value() ? check_batch_norm_args(op, x, {{"residual", &*residual}}, {{"weight", &weight}, {"bias", &bias}})
+                              : check_batch_norm_args(op, x, {}, {{"weight", &weight}, {"bias", &bias}});
+}
+
 }  // namespace mcmri_fast

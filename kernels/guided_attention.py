@@ -37,12 +37,19 @@ def _first_max(x, positions, valid, BIG: tl.constexpr):
 
 
 @triton.jit
-def _guided_attention_spatial_max_kernel(f1_ptr, max_ptr, index_ptr, N, COMPUTE: tl.constexpr, BLOCK: tl.constexpr):
+def _pixel_block(N, BLOCK: tl.constexpr):
+    """This program's row (or sample), its pixels j of the row's N, and their mask: programs (row, block)."""
     pid = tl.program_id(0)
     n_blocks = tl.cdiv(N, BLOCK)
     row = pid // n_blocks
     j = (pid - row * n_blocks) * BLOCK + tl.arange(0, BLOCK)
-    valid = j < N
+    return row, j, j < N
+
+
+@triton.jit
+def _guided_attention_spatial_max_kernel(f1_ptr, max_ptr, index_ptr, N, COMPUTE: tl.constexpr, BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    row, j, valid = _pixel_block(N, BLOCK)
     x = tl.load(f1_ptr + row.to(tl.int64) * N + j, mask=valid, other=0.0).to(COMPUTE)
     m, first = _first_max(x, j.to(tl.int64), valid, BIG=2**62)
     tl.store(max_ptr + pid, m)
@@ -52,11 +59,7 @@ def _guided_attention_spatial_max_kernel(f1_ptr, max_ptr, index_ptr, N, COMPUTE:
 @triton.jit
 def _guided_attention_channel_max_kernel(f1_ptr, ca_ptr, s_ptr, index_ptr, C, N, COMPUTE: tl.constexpr,
                                          BLOCK: tl.constexpr):
-    pid = tl.program_id(0)
-    n_blocks = tl.cdiv(N, BLOCK)
-    b = pid // n_blocks
-    j = (pid - b * n_blocks) * BLOCK + tl.arange(0, BLOCK)
-    valid = j < N
+    b, j, valid = _pixel_block(N, BLOCK)
     base = b.to(tl.int64) * C * N + j
     best = tl.load(f1_ptr + base, mask=valid, other=0.0).to(COMPUTE) * tl.load(ca_ptr + b * C).to(COMPUTE)
     which = tl.zeros([BLOCK], dtype=tl.int64)
@@ -72,11 +75,7 @@ def _guided_attention_channel_max_kernel(f1_ptr, ca_ptr, s_ptr, index_ptr, C, N,
 @triton.jit
 def _guided_attention_apply_kernel(f1_ptr, f2_ptr, ca_ptr, sa_ptr, out_ptr, C, N, COMPUTE: tl.constexpr,
                                    BLOCK: tl.constexpr):
-    pid = tl.program_id(0)
-    n_blocks = tl.cdiv(N, BLOCK)
-    row = pid // n_blocks
-    j = (pid - row * n_blocks) * BLOCK + tl.arange(0, BLOCK)
-    valid = j < N
+    row, j, valid = _pixel_block(N, BLOCK)
     offs = row.to(tl.int64) * N + j
     x1 = tl.load(f1_ptr + offs, mask=valid, other=0.0).to(COMPUTE)
     x2 = tl.load(f2_ptr + offs, mask=valid, other=0.0).to(COMPUTE)
@@ -90,10 +89,7 @@ def _guided_attention_backward_pass_kernel(grad_ptr, f1_ptr, f2_ptr, ca_ptr, sa_
                                            pixel_sums_ptr, channel_partials_ptr, C, N, COMPUTE: tl.constexpr,
                                            BLOCK: tl.constexpr):
     pid = tl.program_id(0)
-    n_blocks = tl.cdiv(N, BLOCK)
-    b = pid // n_blocks
-    j = (pid - b * n_blocks) * BLOCK + tl.arange(0, BLOCK)
-    valid = j < N
+    b, j, valid = _pixel_block(N, BLOCK)
     sa = tl.load(sa_ptr + b.to(tl.int64) * N + j, mask=valid, other=0.0)
     pixel = tl.zeros([BLOCK], dtype=COMPUTE)
     for c in range(C):

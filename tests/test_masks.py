@@ -478,3 +478,18 @@ def test_integral_float_accelerations_accepted_for_slicing_masks():
     a = masks.EquiSpacedMaskFunc([0.08], [4.0])((1, 100), seed=1)
     b = masks.EquiSpacedMaskFunc([0.08], [4])((1, 100), seed=1)
     assert torch.equal(a.mask, b.mask)
+
+
+def test_default_mask_kwargs_fit_every_mask():
+    """A run's default mask arguments (4×, the centre fraction where the mask takes one) build every mask:
+    `mcmri train --mask radial` works without mask options."""
+    from mcmri_fast.data.masks import MASK_NAMES, default_mask_kwargs, mask_func
+    from mcmri_fast.workflows.train import TrainConfig
+
+    assert default_mask_kwargs("random") == {"center_fractions": [0.08], "accelerations": [4]}
+    assert default_mask_kwargs("radial") == {"accelerations": [4]}
+    for name in MASK_NAMES:
+        mask_func(name, **default_mask_kwargs(name))
+        assert TrainConfig(mask=name).mask_kwargs == default_mask_kwargs(name)
+    with pytest.raises(ValueError, match="name must be one of"):
+        default_mask_kwargs("nope")

@@ -163,10 +163,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_norm_relu_fwd(c
                                                                               const std::optional<at::Tensor>& residual,
                                                                               const at::Tensor& weight,
                                                                               const at::Tensor& bias, double eps) {
-  const auto s = residual.has_value()
-                     ? check_batch_norm_args("batch_norm_relu_fwd", x, {{"residual", &*residual}},
-                                             {{"weight", &weight}, {"bias", &bias}})
-                     : check_batch_norm_args("batch_norm_relu_fwd", x, {}, {{"weight", &weight}, {"bias", &bias}});
+  const auto s = check_batch_norm_fwd_args(x, residual, weight, bias);
   c10::cuda::CUDAGuard guard(x.device());
   const auto x_c = x.contiguous();
   const auto r_c = residual.has_value() ? residual->contiguous() : at::Tensor();

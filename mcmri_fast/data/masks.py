@@ -54,6 +54,7 @@ without the offset.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import numbers
 import operator
@@ -80,6 +81,7 @@ __all__ = [
     "SpiralMaskFunc",
     "GaussianMaskFunc",
     "MASK_NAMES",
+    "default_mask_kwargs",
     "mask_func",
 ]
 
@@ -814,6 +816,15 @@ _MASK_CLASSES: dict[str, type] = {
 }
 
 MASK_NAMES: tuple[str, ...] = tuple(_MASK_CLASSES)
+
+
+def default_mask_kwargs(name: str) -> dict:
+    """The arguments a run gives mask `name` unless told otherwise: 4× acceleration, and the fastMRI centre
+    fraction 0.08 for the masks that take one (the 2-D radial, spiral and Gaussian masks do not)."""
+    if name not in _MASK_CLASSES:
+        raise ValueError(f"name must be one of {MASK_NAMES}, got {name!r}")
+    takes_centre = "center_fractions" in inspect.signature(_MASK_CLASSES[name].__init__).parameters
+    return {"center_fractions": [0.08], "accelerations": [4]} if takes_centre else {"accelerations": [4]}
 
 
 def mask_func(name: str, **kwargs) -> MaskFunc:

@@ -54,6 +54,7 @@ from torch import nn
 from ..nn import CMSFusion, ConvPReLU, DownSample, FreqBlock, FSFusion, ResidualGroup, UpSample
 from ..reference.frequency import spectrum_to_polar
 from . import ModelSpec, magnitude_images, register
+from ._checkpoints import authors_state_dict
 
 __all__ = ["FSMNet", "build_fsmnet", "from_authors_state_dict", "fsmnet_loss"]
 
@@ -357,12 +358,7 @@ def from_authors_state_dict(
     missing, or a tensor of another shape than the configuration's (expected and got), and TypeError
     for a value that is not a tensor or a `state_dict` that is not a mapping.
     """
-    if not isinstance(state_dict, Mapping):
-        raise TypeError(f"state_dict must be a mapping of names to tensors, got {type(state_dict).__name__}")
-    if "network" in state_dict and isinstance(state_dict["network"], Mapping):
-        state_dict = state_dict["network"]
-    if state_dict and all(key.startswith("module.") for key in state_dict):
-        state_dict = {key[len("module."):]: value for key, value in state_dict.items()}
+    state_dict = authors_state_dict(state_dict, "network")
     configuration = f"channels={channels}, resblocks={resblocks}, heads={heads}"
     with torch.device("meta"):
         our_shapes = {key: value.shape for key, value in FSMNet(channels, resblocks, heads).state_dict().items()}

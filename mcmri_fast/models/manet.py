@@ -81,6 +81,7 @@ from ..data.fft import fft2c, ifft2c
 from ..nn import DenseUNetPair
 from ..nn.dense import LEVELS
 from . import ModelSpec, register
+from ._checkpoints import authors_state_dict
 from .baselines import batched_mask, measured_kspace
 
 __all__ = ["MANet", "build_manet", "build_mario", "from_authors_state_dict", "manet_loss"]
@@ -271,14 +272,9 @@ def from_authors_state_dict(state_dict: Mapping[str, torch.Tensor], complex_imag
     than the configuration's (expected and got), and TypeError for a value that is not a tensor or a
     `state_dict` that is not a mapping.
     """
-    if not isinstance(state_dict, Mapping):
-        raise TypeError(f"state_dict must be a mapping of names to tensors, got {type(state_dict).__name__}")
     if not isinstance(complex_image, bool):
         raise TypeError(f"complex_image must be a bool, got {type(complex_image).__name__}")
-    if "state_dict" in state_dict and isinstance(state_dict["state_dict"], Mapping):
-        state_dict = state_dict["state_dict"]
-    if state_dict and all(key.startswith("module.") for key in state_dict):
-        state_dict = {key[len("module."):]: value for key, value in state_dict.items()}
+    state_dict = authors_state_dict(state_dict, "state_dict")
     with torch.device("meta"):
         expected = {key: value.shape for key, value in MANet(complex_image=complex_image).state_dict().items()}
     names = OrderedDict((_authors_key(key), key) for key in expected)

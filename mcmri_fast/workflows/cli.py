@@ -565,6 +565,7 @@ def _add_workflow_commands(commands, verbosity: argparse.ArgumentParser) -> None
 
 
 def _train(args) -> int:
+    from ..data.masks import default_mask_kwargs
     from . import train as training
 
     if args.resume and not args.run_dir:
@@ -586,7 +587,8 @@ def _train(args) -> int:
         config["val_data"] = None if args.val_data.lower() == "none" else args.val_data
     if args.set:
         config["model_config"] = {**config.get("model_config", {}), **_key_values(args.set, "--set")}
-    config.update(_data_options(args, config.get("mask_kwargs", training.TrainConfig().mask_kwargs)))
+    mask = args.mask or config.get("mask", training.TrainConfig.mask)
+    config.update(_data_options(args, config.get("mask_kwargs") or default_mask_kwargs(mask)))
     result = training.train(training.TrainConfig.from_dict(config), resume=args.resume, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one summary (rank 0's)
         print(json.dumps(result, indent=2, default=str))

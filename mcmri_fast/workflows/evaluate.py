@@ -57,6 +57,7 @@ import numpy as np
 import torch
 
 from .._files import atomic_file, atomic_write_text
+from ..data.masks import default_mask_kwargs
 from ..models import build_model, get_model_spec
 from ._progress import progress_bar
 from .common import (
@@ -436,7 +437,10 @@ def _prepare(model: str | os.PathLike, checkpoint: str | os.PathLike | None, opt
             raise ValueError(f"data: give the split to evaluate (a path for dataset {kind!r})")
         data_path = "test"
     target, reference = contrasts(kind, option("target", None), option("reference", None))
-    mask, mask_kwargs = option("mask", "random"), option("mask_kwargs", {"center_fractions": [0.08], "accelerations": [4]})
+    mask = option("mask", "random")
+    # the arguments given override the run's (with the run's mask) or the mask's defaults (another mask)
+    same_mask = trained.get("mask", "random") == mask and trained.get("mask_kwargs")
+    mask_kwargs = {**(trained["mask_kwargs"] if same_mask else default_mask_kwargs(mask)), **(options.get("mask_kwargs") or {})}
     data = {
         "dataset": kind, "data": os.fspath(data_path), "data_root": option("data_root", None),
         "target": target, "reference": reference, "crop": option("crop", None), "mask": mask, "mask_kwargs": mask_kwargs,

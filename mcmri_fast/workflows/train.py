@@ -62,7 +62,7 @@ import torch.nn.functional as F
 
 from .. import metrics
 from .._files import atomic_write_text
-from ..data.masks import MASK_NAMES
+from ..data.masks import MASK_NAMES, default_mask_kwargs
 from ..models import ModelSpec, build_model, get_model_spec, reconstruction
 from ._progress import progress_bar
 from .common import (
@@ -95,8 +95,6 @@ RESUMABLE_OPTIONS = ("run_dir", "epochs", "workers", "val_every", "log_every", "
 # The run configuration
 
 
-def _default_mask_kwargs() -> dict:
-    return {"center_fractions": [0.08], "accelerations": [4]}
 
 
 @dataclasses.dataclass
@@ -110,7 +108,8 @@ class TrainConfig:
     (one folder of subjects per split). `val_data` None: no validation. `target` / `reference`: the
     contrasts (defaults: builtin t2/t1, ixi t2/pd, brats t2/t1; paired_h5 needs them). `crop`: a
     centred crop × crop of the images before the mask is drawn (fastMRI: the image crop, default 320).
-    `mask` and `mask_kwargs`: `mcmri_fast.data.masks.mask_func(mask, **mask_kwargs)`.
+    `mask` and `mask_kwargs`: `mcmri_fast.data.masks.mask_func(mask, **mask_kwargs)` (None: the mask's
+    defaults, `masks.default_mask_kwargs`: 4×, and a centre fraction of 0.08 where the mask takes one).
     `misalignment`, `noise`: see `mcmri_fast.data.datasets` (None: the model's default, its
     ModelSpec.data["misalignment"] or ["noise"], else 0).
 
@@ -134,7 +133,7 @@ class TrainConfig:
     reference: str | None = None
     crop: int | None = None
     mask: str = "random"
-    mask_kwargs: dict = dataclasses.field(default_factory=_default_mask_kwargs)
+    mask_kwargs: dict | None = None
     misalignment: float | None = None
     noise: float | None = None
     epochs: int | None = None
@@ -156,6 +155,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         def fail(name: str, expected: str) -> None:
             raise ValueError(f"{name} must be {expected}, got {getattr(self, name)!r}")
+
+        if self.mask_kwargs is None and self.mask in MASK_NAMES:
+            self.mask_kwargs = default_mask_kwargs(self.mask)
 
         def is_int(v: Any) -> bool:
             return isinstance(v, numbers.Integral) and not isinstance(v, bool)
