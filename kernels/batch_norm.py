@@ -18,6 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._statistics import combine_block_statistics
+
 _MAX_BLOCK = 1024
 _NUM_WARPS = 4
 
@@ -130,16 +132,12 @@ def batch_norm_relu_fwd(x, residual, weight, bias, eps: float):
     m2_partials = x.new_empty((C, n_blocks), dtype=accumulate)
     _batch_norm_stats_kernel[grid](x, residual, t if has_residual else x, mean_partials, m2_partials, B * N, C, N,
                                    n_blocks, HAS_RESIDUAL=has_residual, **meta)
-    # Chan's combination of the blocks of a channel, in order; the means are of t − t[0, c, 0]
-    block, M = meta["BLOCK"], B * N
-    counts = (M - block * torch.arange(n_blocks, device=x.device)).clamp_(max=block).to(accumulate)
-    shifted = (mean_partials * counts).sum(-1) / M
-    m2 = m2_partials.sum(-1) + (counts * (mean_partials - shifted.unsqueeze(-1)).square()).sum(-1)
-    rstd = (m2 / M + eps).rsqrt()
+    # Chan's combination of the blocks of a channel; the means are of t − t[0, c, 0]
+    shifted, rstd = combine_block_statistics(mean_partials, m2_partials, B * N, meta["BLOCK"], eps)
     source = t if has_residual else x
     mean = shifted + source.view(B, C, N)[0, :, 0].to(accumulate)
     y = torch.empty_like(x)
-    _batch_norm_relu_fwd_kernel[grid](source, mean, rstd, weight, bias, y, M, C, N, n_blocks, **meta)
+    _batch_norm_relu_fwd_kernel[grid](source, mean, rstd, weight, bias, y, B * N, C, N, n_blocks, **meta)
     return y, t, mean, rstd
 
 

@@ -25,6 +25,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._statistics import combine_block_statistics
+
 _MAX_BLOCK = 1024
 _NUM_WARPS = 4
 
@@ -128,13 +130,8 @@ def instance_norm_leaky_relu_fwd(x, negative_slope: float, eps: float) -> tuple[
     mean_partials = x.new_empty((B, C, n_blocks), dtype=accumulate)
     m2_partials = x.new_empty((B, C, n_blocks), dtype=accumulate)
     _instance_norm_stats_kernel[grid](x, mean_partials, m2_partials, N, **meta)
-    # Chan's combination of the blocks of a row, summed in order (deterministic): the blocks' counts,
-    # all BLOCK but the last (counted in int64: exact). mean is the mean of x − x[row, 0].
-    block = meta["BLOCK"]
-    counts = (N - block * torch.arange(n_blocks, device=x.device)).clamp_(max=block).to(accumulate)
-    mean = (mean_partials * counts).sum(-1) / N
-    m2 = m2_partials.sum(-1) + (counts * (mean_partials - mean.unsqueeze(-1)).square()).sum(-1)
-    rstd = (m2 / N + eps).rsqrt()
+    # Chan's combination of the blocks of a row; mean is the mean of x − x[row, 0]
+    mean, rstd = combine_block_statistics(mean_partials, m2_partials, N, meta["BLOCK"], eps)
     slope = torch.full((1,), negative_slope, dtype=accumulate, device=x.device)
     _instance_norm_leaky_relu_fwd_kernel[grid](x, mean, rstd, slope, y, N, **meta)
     return y, rstd

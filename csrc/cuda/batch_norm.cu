@@ -17,6 +17,7 @@
 #include "../batch_norm.h"
 #include "compute_type.cuh"
 #include "cuda_types.h"
+#include "chunk_statistics.h"
 #include "row_chunks.cuh"
 
 namespace mcmri_fast::cuda {
@@ -182,14 +183,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_norm_relu_fwd(c
         m2_partials.mutable_data_ptr<acc_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  // Chan's combination of the chunks of a channel, summed in order (deterministic); the means are of
-  // t − t[0, c, 0], shifted back after.
-  const int64_t M = s.B * s.N;
-  const auto counts =
-      at::arange(chunks, x.options().dtype(at::kLong)).mul_(-kChunk).add_(M).clamp_max_(kChunk).to(weight.scalar_type());
-  const auto shifted = (mean_partials * counts).sum(-1).div_(M);
-  const auto m2 = m2_partials.sum(-1).add_((counts * (mean_partials - shifted.unsqueeze(-1)).square()).sum(-1));
-  auto rstd = m2.div(M).add_(eps).rsqrt_();
+  // Chan's combination of the chunks of a channel; the means are of t − t[0, c, 0], shifted back after.
+  const auto statistics = combine_chunk_statistics(mean_partials, m2_partials, s.B * s.N, eps);
+  const at::Tensor &shifted = statistics.first, &rstd = statistics.second;
   const auto& source = residual.has_value() ? t : x_c;
   auto mean = shifted.add(source.view({s.B, s.C, s.N}).select(0, 0).select(1, 0).to(weight.scalar_type()));
   const int64_t total = y.numel();

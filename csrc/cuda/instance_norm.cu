@@ -19,6 +19,7 @@
 #include "../instance_norm.h"
 #include "compute_type.cuh"
 #include "cuda_types.h"
+#include "chunk_statistics.h"
 #include "row_chunks.cuh"
 
 namespace mcmri_fast::cuda {
@@ -151,13 +152,9 @@ std::tuple<at::Tensor, at::Tensor> instance_norm_leaky_relu_fwd(const at::Tensor
         m2_partials.mutable_data_ptr<acc_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  // Chan's combination of the chunks of a row, summed in order (a fixed reduction: deterministic): the
-  // chunks' counts, all kChunk but the last (counted in int64: exact). mean is the mean of x − x[row, 0].
-  const auto counts =
-      at::arange(chunks, x.options().dtype(at::kLong)).mul_(-kChunk).add_(s.N).clamp_max_(kChunk).to(accumulate);
-  const auto mean = (mean_partials * counts).sum(-1).div_(s.N);
-  const auto m2 = m2_partials.sum(-1).add_((counts * (mean_partials - mean.unsqueeze(-1)).square()).sum(-1));
-  auto rstd = m2.div(s.N).add_(eps).rsqrt_();
+  // Chan's combination of the chunks of a row; mean is the mean of x − x[row, 0].
+  const auto statistics = combine_chunk_statistics(mean_partials, m2_partials, s.N, eps);
+  const at::Tensor &mean = statistics.first, &rstd = statistics.second;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "instance_norm_leaky_relu_fwd_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     instance_norm_leaky_relu_fwd_kernel<<<pointwise_blocks(total), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
